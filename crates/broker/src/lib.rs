@@ -1,0 +1,1 @@
+//! Token broker: Entra client, access-token cache, single-flight refresh, failure classification.

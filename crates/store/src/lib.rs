@@ -1,0 +1,1 @@
+//! Credential-mapping store: accounts, password verifiers, sealed grants.

@@ -1,0 +1,50 @@
+//! The login a front-end hands to the session driver, and why one can fail.
+
+use std::net::SocketAddr;
+
+use crate::{Protocol, Secret};
+
+/// A legacy login as the client sent it, after SASL decoding.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The local user name (SASL authcid or LOGIN/USER argument).
+    pub user: String,
+    pub password: Secret,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+}
+
+/// Why a login did not reach the splice. Front-ends turn this into their protocol's reply;
+/// the session driver turns it into metrics and audit events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRejection {
+    /// Unknown user or wrong password (indistinguishable on purpose).
+    BadCredentials,
+    /// The account exists but may not use this protocol, or is disabled.
+    NotPermitted,
+    /// The account's grant is dead; an operator must re-consent.
+    GrantRevoked,
+    /// The upstream refused a freshly issued token (mailbox-side problem).
+    UpstreamRejected,
+    /// The identity provider, the upstream or the store is unreachable, failing or
+    /// throttling: the client should retry later.
+    Unavailable,
+}
+
+impl LoginRejection {
+    /// Whether the client should be told to retry later rather than that it failed.
+    pub fn is_temporary(self) -> bool {
+        matches!(self, LoginRejection::Unavailable)
+    }
+
+    /// A short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginRejection::BadCredentials => "bad_credentials",
+            LoginRejection::NotPermitted => "not_permitted",
+            LoginRejection::GrantRevoked => "grant_revoked",
+            LoginRejection::UpstreamRejected => "upstream_rejected",
+            LoginRejection::Unavailable => "unavailable",
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The contract between the session driver (in the server crate) and a protocol crate.
+//!
+//! A [`FrontEnd`] is a sans-IO state machine for the client's pre-auth dialog: the driver
+//! feeds it bytes and performs what it asks for. A [`BackEnd`] logs in upstream with a
+//! bearer token and hands back the authenticated connection for the splice.
+
+use std::future::Future;
+
+use bytes::BytesMut;
+
+use crate::{Login, LoginRejection, Secret, UpstreamEndpoint, UpstreamError, UpstreamStream};
+
+/// What the driver does after [`FrontEnd::receive`] returns (after writing `out`).
+#[derive(Debug)]
+pub enum Next {
+    /// Read more client input, then call `receive` again.
+    Read,
+    /// Start TLS on the client connection. The driver discards any input already buffered
+    /// (bytes pipelined behind STARTTLS must not be executed), then calls `tls_started`.
+    StartTls,
+    /// Authenticate this login, then call `login_succeeded` or `login_failed`.
+    Login(Login),
+    /// Close the connection.
+    Close,
+}
+
+/// A protocol's pre-authentication dialog with the client.
+pub trait FrontEnd: Send {
+    /// The greeting sent when the connection (or implicit TLS) is up.
+    fn greeting(&mut self, out: &mut Vec<u8>);
+
+    /// Consumes complete commands from `input`, appending replies to `out`. Must leave in
+    /// `input` only an incomplete command within the protocol's limits; enforcing those
+    /// limits here is what keeps the driver's buffer bounded.
+    fn receive(&mut self, input: &mut BytesMut, out: &mut Vec<u8>) -> Next;
+
+    /// TLS is now active on the client connection.
+    fn tls_started(&mut self);
+
+    /// The upstream accepted the login; write the success reply. The driver splices next,
+    /// forwarding any client input still buffered.
+    fn login_succeeded(&mut self, upstream: &UpstreamSession, out: &mut Vec<u8>);
+
+    /// The login failed; write the protocol's failure reply. Returns what to do next
+    /// (usually [`Next::Read`], so the client may try again).
+    fn login_failed(&mut self, why: LoginRejection, out: &mut Vec<u8>) -> Next;
+
+    /// The pre-auth time limit passed; write a goodbye if the protocol has one.
+    fn timed_out(&mut self, out: &mut Vec<u8>);
+
+    /// The server is shutting down; write a goodbye if the protocol has one.
+    fn shutting_down(&mut self, out: &mut Vec<u8>);
+}
+
+/// An authenticated upstream connection.
+#[derive(Debug)]
+pub struct UpstreamSession {
+    pub stream: UpstreamStream,
+    /// Bytes read from the upstream after the login reply; they go to the client first.
+    pub leftover: BytesMut,
+    /// The upstream's post-auth capabilities, for protocols that report them on login.
+    pub capabilities: Option<String>,
+}
+
+/// A protocol's upstream login with a bearer token.
+pub trait BackEnd: Send + Sync + 'static {
+    fn login(
+        &self,
+        endpoint: &UpstreamEndpoint,
+        mailbox: &str,
+        token: &Secret,
+    ) -> impl Future<Output = Result<UpstreamSession, UpstreamError>> + Send;
+}
