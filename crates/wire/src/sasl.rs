@@ -155,20 +155,29 @@ mod tests {
             decode_plain(&Secret::from("admin\0demo\0pw")).unwrap_err(),
             SaslError::MalformedPlain
         );
-        assert_eq!(decode_plain(&Secret::from("nonul")).unwrap_err(), SaslError::MalformedPlain);
+        assert_eq!(
+            decode_plain(&Secret::from("nonul")).unwrap_err(),
+            SaslError::MalformedPlain
+        );
     }
 
     #[test]
     fn responses_decode_cancel_and_reject_garbage() {
         assert_eq!(decode_response(b"*").unwrap_err(), SaslError::Cancelled);
-        assert_eq!(decode_response(b"!!notbase64").unwrap_err(), SaslError::Base64);
+        assert_eq!(
+            decode_response(b"!!notbase64").unwrap_err(),
+            SaslError::Base64
+        );
         assert_eq!(decode_response(b"ZGVtbw==").unwrap().expose(), b"demo");
         assert!(decode_response(b"=").unwrap().is_empty());
     }
 
     #[test]
     fn oauthbearer_error_reply_is_ctrl_a() {
-        assert_eq!(STANDARD.decode(OAuthBearer::error_reply()).unwrap(), b"\x01");
+        assert_eq!(
+            STANDARD.decode(OAuthBearer::error_reply()).unwrap(),
+            b"\x01"
+        );
         assert!(XOAuth2::error_reply().is_empty());
     }
 }

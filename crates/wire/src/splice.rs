@@ -66,7 +66,9 @@ where
 
     let mut up = Pump::new(settings.buffer_size);
     let mut down = Pump::new(settings.buffer_size);
-    let mut idle = settings.idle_timeout.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut idle = settings
+        .idle_timeout
+        .map(|d| (d, Box::pin(tokio::time::sleep(d))));
 
     let result = poll_fn(|cx| -> Poll<io::Result<bool>> {
         let up_done = up.poll(cx, Pin::new(&mut *client), Pin::new(&mut *upstream))?;
@@ -192,7 +194,10 @@ mod tests {
                 &mut upstream_near,
                 b"pipelined ",
                 b"banner ",
-                SpliceSettings { buffer_size: 7, idle_timeout: None },
+                SpliceSettings {
+                    buffer_size: 7,
+                    idle_timeout: None,
+                },
             )
             .await
         });
@@ -222,7 +227,10 @@ mod tests {
             &mut upstream_near,
             b"",
             b"",
-            SpliceSettings { buffer_size: 64, idle_timeout: Some(Duration::from_secs(5)) },
+            SpliceSettings {
+                buffer_size: 64,
+                idle_timeout: Some(Duration::from_secs(5)),
+            },
         )
         .await
         .unwrap();

@@ -1,0 +1,273 @@
+//! The upstream IMAP login: greeting, CAPABILITY, AUTHENTICATE XOAUTH2, post-auth CAPABILITY.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::BytesMut;
+use imap_proto::{Capability, Response, ResponseCode, Status};
+use tokio::io::AsyncWriteExt;
+
+use oxbridge_wire::sasl::{BearerMechanism, XOAuth2};
+use oxbridge_wire::upstream::read_line;
+use oxbridge_wire::{
+    BackEnd, Secret, UpstreamEndpoint, UpstreamError, UpstreamSession, UpstreamStream, UpstreamTls,
+};
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+/// Logs in to an upstream IMAP server with XOAUTH2.
+///
+/// Whether the upstream takes SASL-IR is learned once (from its pre-auth CAPABILITY) and
+/// remembered, so later logins skip that round trip.
+#[derive(Debug, Default)]
+pub struct ImapBackEnd {
+    sasl_ir: AtomicU8,
+}
+
+impl ImapBackEnd {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl BackEnd for ImapBackEnd {
+    async fn login(
+        &self,
+        endpoint: &UpstreamEndpoint,
+        mailbox: &str,
+        token: &Secret,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        tokio::time::timeout(
+            endpoint.login_timeout,
+            self.login_inner(endpoint, mailbox, token),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout("IMAP login"))?
+    }
+}
+
+impl ImapBackEnd {
+    async fn login_inner(
+        &self,
+        endpoint: &UpstreamEndpoint,
+        mailbox: &str,
+        token: &Secret,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut stream = connect(endpoint, &mut buf).await?;
+
+        let sasl_ir = match self.sasl_ir.load(Ordering::Relaxed) {
+            UNKNOWN => {
+                let caps = capability(&mut stream, &mut buf, "A0").await?;
+                let yes = caps.split(' ').any(|c| c.eq_ignore_ascii_case("SASL-IR"));
+                self.sasl_ir
+                    .store(if yes { YES } else { NO }, Ordering::Relaxed);
+                yes
+            }
+            known => known == YES,
+        };
+
+        let response = XOAuth2::initial_response(mailbox, token);
+        if sasl_ir {
+            let mut command = Vec::with_capacity(response.len() + 32);
+            command.extend_from_slice(b"A1 AUTHENTICATE XOAUTH2 ");
+            command.extend_from_slice(response.expose());
+            command.extend_from_slice(b"\r\n");
+            write(&mut stream, &command).await?;
+            zeroize_vec(command);
+        } else {
+            write(&mut stream, b"A1 AUTHENTICATE XOAUTH2\r\n").await?;
+            expect_continuation(&mut stream, &mut buf).await?;
+            let mut line = response.expose().to_vec();
+            line.extend_from_slice(b"\r\n");
+            write(&mut stream, &line).await?;
+            zeroize_vec(line);
+        }
+
+        let mut challenged = false;
+        let mut capabilities = None;
+        loop {
+            let line = read_line(&mut stream, &mut buf).await?;
+            match parse(&line)? {
+                Response::Continue { .. } if !challenged => {
+                    // An error challenge (Gmail style): answer empty, then read the NO.
+                    challenged = true;
+                    write(&mut stream, XOAuth2::error_reply()).await?;
+                    write(&mut stream, b"\r\n").await?;
+                }
+                Response::Done {
+                    tag,
+                    status,
+                    code,
+                    information,
+                } if tag.0 == "A1" => {
+                    if status != Status::Ok {
+                        return Err(UpstreamError::Rejected(
+                            information.map(|i| i.into_owned()).unwrap_or_default(),
+                        ));
+                    }
+                    if let Some(ResponseCode::Capabilities(caps)) = code {
+                        capabilities = Some(render(&caps));
+                    }
+                    break;
+                }
+                Response::Capabilities(caps) => capabilities = Some(render(&caps)),
+                Response::Data {
+                    status: Status::Bye,
+                    information,
+                    ..
+                } => {
+                    return Err(UpstreamError::Protocol(format!(
+                        "BYE during login: {}",
+                        information.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if capabilities.is_none() {
+            capabilities = Some(capability(&mut stream, &mut buf, "A2").await?);
+        }
+        Ok(UpstreamSession {
+            stream,
+            leftover: buf,
+            capabilities,
+        })
+    }
+}
+
+/// Connects (implicit TLS, or plain then STARTTLS) and reads the greeting.
+async fn connect(
+    endpoint: &UpstreamEndpoint,
+    buf: &mut BytesMut,
+) -> Result<UpstreamStream, UpstreamError> {
+    match endpoint.tls {
+        UpstreamTls::Implicit => {
+            let mut stream = endpoint.connect_tls().await?;
+            greeting(&mut stream, buf).await?;
+            Ok(stream)
+        }
+        UpstreamTls::StartTls => {
+            let mut tcp = endpoint.connect_tcp().await?;
+            greeting(&mut tcp, buf).await?;
+            tcp.write_all(b"A0 STARTTLS\r\n").await?;
+            loop {
+                let line = read_line(&mut tcp, buf).await?;
+                if let Response::Done {
+                    status,
+                    information,
+                    ..
+                } = parse(&line)?
+                {
+                    if status != Status::Ok {
+                        return Err(UpstreamError::Protocol(format!(
+                            "STARTTLS refused: {}",
+                            information.unwrap_or_default()
+                        )));
+                    }
+                    break;
+                }
+            }
+            // Anything the server sent before the handshake is discarded, like for clients.
+            buf.clear();
+            endpoint.start_tls(tcp).await
+        }
+    }
+}
+
+async fn greeting<S>(stream: &mut S, buf: &mut BytesMut) -> Result<(), UpstreamError>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let line = read_line(stream, buf).await?;
+    match parse(&line)? {
+        Response::Data {
+            status: Status::Ok, ..
+        } => Ok(()),
+        _ => Err(UpstreamError::Protocol(format!(
+            "unexpected greeting: {}",
+            String::from_utf8_lossy(&line).trim_end()
+        ))),
+    }
+}
+
+/// Sends CAPABILITY and returns the advertised list as one space-separated string.
+async fn capability(
+    stream: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    tag: &str,
+) -> Result<String, UpstreamError> {
+    write(stream, format!("{tag} CAPABILITY\r\n").as_bytes()).await?;
+    let mut found = String::new();
+    loop {
+        let line = read_line(stream, buf).await?;
+        match parse(&line)? {
+            Response::Capabilities(caps) => found = render(&caps),
+            Response::Done { tag: t, status, .. } if t.0 == tag => {
+                if status != Status::Ok {
+                    return Err(UpstreamError::Protocol("CAPABILITY failed".into()));
+                }
+                return Ok(found);
+            }
+            Response::Data {
+                status: Status::Bye,
+                information,
+                ..
+            } => {
+                return Err(UpstreamError::Protocol(format!(
+                    "BYE: {}",
+                    information.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn expect_continuation(
+    stream: &mut UpstreamStream,
+    buf: &mut BytesMut,
+) -> Result<(), UpstreamError> {
+    let line = read_line(stream, buf).await?;
+    match parse(&line)? {
+        Response::Continue { .. } => Ok(()),
+        Response::Done { information, .. } => Err(UpstreamError::Rejected(
+            information.map(|i| i.into_owned()).unwrap_or_default(),
+        )),
+        _ => Err(UpstreamError::Protocol("expected a continuation".into())),
+    }
+}
+
+fn parse(line: &[u8]) -> Result<Response<'_>, UpstreamError> {
+    match imap_proto::parser::parse_response(line) {
+        Ok((_, response)) => Ok(response),
+        Err(_) => Err(UpstreamError::Protocol(format!(
+            "unparsable response: {}",
+            String::from_utf8_lossy(&line[..line.len().min(200)]).trim_end()
+        ))),
+    }
+}
+
+fn render(caps: &[Capability<'_>]) -> String {
+    caps.iter()
+        .map(|c| match c {
+            Capability::Imap4rev1 => "IMAP4rev1".to_string(),
+            Capability::Auth(mech) => format!("AUTH={mech}"),
+            Capability::Atom(atom) => atom.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn write(stream: &mut UpstreamStream, bytes: &[u8]) -> Result<(), UpstreamError> {
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Wipes a buffer that held a token.
+fn zeroize_vec(mut bytes: Vec<u8>) {
+    bytes.iter_mut().for_each(|b| *b = 0);
+    std::hint::black_box(&bytes);
+}
