@@ -204,9 +204,19 @@ async fn capability(
         let line = read_line(stream, buf).await?;
         match parse(&line)? {
             Response::Capabilities(caps) => found = render(&caps),
-            Response::Done { tag: t, status, .. } if t.0 == tag => {
+            Response::Done {
+                tag: t,
+                status,
+                information,
+                ..
+            } if t.0 == tag => {
                 if status != Status::Ok {
-                    return Err(UpstreamError::Protocol("CAPABILITY failed".into()));
+                    // Exchange answers BAD "User is authenticated but not connected." when the
+                    // mailbox is over its connection limit or throttled: temporary.
+                    return Err(UpstreamError::Protocol(format!(
+                        "CAPABILITY failed: {}",
+                        information.unwrap_or_default()
+                    )));
                 }
                 return Ok(found);
             }

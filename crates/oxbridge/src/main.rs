@@ -1,2 +1,104 @@
-//! oxbridge: an OAuth2-terminating IMAP/POP3/SMTP proxy for Exchange Online.
-fn main() {}
+//! oxbridge: lets mail software that only knows username + password keep working against
+//! Exchange Online, by terminating the legacy login and authenticating upstream with OAuth 2.0.
+
+#![forbid(unsafe_code)]
+
+mod account;
+mod cli;
+mod demo;
+mod logging;
+mod secret_input;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use oxbridge_server::{Config, Server};
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("oxbridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::CheckConfig { config } => check_config(&config),
+            Command::Demo(args) => demo::run(args).await,
+            Command::Account(args) => account::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a configuration file, reporting every problem at once.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let config = Config::load(path).map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    logging::init(&config.log.format);
+    run_server(config).await
+}
+
+/// Builds and runs the server until SIGINT or SIGTERM.
+pub async fn run_server(config: Config) -> anyhow::Result<()> {
+    let server = Server::build(config).map_err(|problems| {
+        anyhow::anyhow!(
+            "the configuration has problems:\n  - {}",
+            problems.join("\n  - ")
+        )
+    })?;
+    server
+        .run(shutdown_signal())
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let problems = config.validate();
+    if problems.is_empty() {
+        println!("{}: OK", path.display());
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("{}: {p}", path.display());
+        }
+        anyhow::bail!("{} problem(s) found", problems.len())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

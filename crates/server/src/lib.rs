@@ -1,1 +1,17 @@
-//! Listeners, TLS, the session driver shared by all protocols, limits, shutdown, metrics and admin HTTP.
+//! The oxbridge server: listeners, TLS, the session driver shared by every protocol,
+//! connection limits, graceful shutdown, metrics and the admin endpoints.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod authenticate;
+pub mod certificate;
+pub mod config;
+pub mod listener;
+pub mod metrics;
+pub mod runtime;
+pub mod session;
+pub mod stream;
+
+pub use config::Config;
+pub use runtime::{open_store, Server};

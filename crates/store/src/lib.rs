@@ -1,1 +1,35 @@
 //! Credential-mapping store: accounts, password verifiers, sealed grants.
+//!
+//! A legacy mail client logs in to oxbridge with a local name and password; this crate answers
+//! "which mailbox and which OAuth grant does that login stand for?" without ever keeping a
+//! secret in the clear on disk:
+//!
+//! - local passwords are kept only as Argon2id verifiers, checked off the reactor behind a
+//!   concurrency bound, with a short-lived in-memory cache of successful checks under a keyed
+//!   hash (never the password itself);
+//! - refresh tokens are sealed with XChaCha20-Poly1305 under the [`MasterKey`], bound to
+//!   their row, so a copied database alone or a blob moved between rows yields nothing;
+//! - the embedded backend is one SQLite file ([`SqliteStore`]) with versioned migrations
+//!   ([`schema`]).
+//!
+//! Callers code against the [`CredentialStore`] trait so that a shared (PostgreSQL) backend
+//! can be added without touching the protocol crates.
+
+#![forbid(unsafe_code)]
+
+pub mod account;
+mod credential;
+pub mod error;
+mod files;
+pub mod key;
+mod login_cache;
+mod password;
+pub mod schema;
+mod seal;
+pub mod sqlite;
+
+pub use account::{Account, AccountStatus, GrantKind, NewAccount, NewGrant};
+pub use credential::CredentialStore;
+pub use error::StoreError;
+pub use key::MasterKey;
+pub use sqlite::SqliteStore;

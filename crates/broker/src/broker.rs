@@ -1,0 +1,423 @@
+//! The token broker: the one place that turns an [`Account`] into an access token.
+//!
+//! Every login goes through [`TokenBroker::access_token`]. It answers from the in-memory
+//! cache while the token has more than the refresh margin left (Exchange ends IMAP sessions
+//! at the token's expiry, so a connection must start with minutes to spare), makes concurrent
+//! callers for one account share one request, persists rotated refresh tokens before using
+//! the access token they came with, and remembers failures so that a burst of logins never
+//! becomes a burst of token requests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use oxbridge_store::{Account, AccountStatus, CredentialStore, GrantKind};
+use oxbridge_wire::Secret;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::app::{AppClient, AppRegistration, Issued};
+use crate::backoff::Backoff;
+use crate::cache::{CachedToken, Lookup, Slot};
+use crate::classify::FailureClass;
+use crate::error::{BrokerError, TokenError};
+use crate::metrics::{Metrics, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};
+
+/// Lifetime assumed when a token response has no `expires_in`: Entra always sends one, and
+/// its tokens live at least an hour (EXCHANGE.md §3).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Longest account status reason written to the store.
+const MAX_REASON: usize = 200;
+
+/// Timing knobs of the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// Refresh when less than this is left (EXCHANGE.md §3: about 5 minutes).
+    pub refresh_margin: Duration,
+    /// Whole-request timeout for the token endpoint.
+    pub request_timeout: Duration,
+    /// First backoff after a transient failure; doubles per consecutive failure.
+    pub backoff_initial: Duration,
+    /// Upper bound of the backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            refresh_margin: Duration::from_secs(5 * 60),
+            request_timeout: Duration::from_secs(15),
+            backoff_initial: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// An access token ready for SASL XOAUTH2. `Debug` redacts the token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub secret: Secret,
+    pub expires_at: SystemTime,
+    /// True if this call's own request fetched it, false if it came from the cache.
+    pub fresh: bool,
+}
+
+impl AccessToken {
+    fn from_cache(token: CachedToken, fresh: bool) -> Self {
+        Self {
+            secret: token.secret,
+            expires_at: token.expires_at,
+            fresh,
+        }
+    }
+}
+
+/// Obtains, caches and refreshes access tokens for accounts. `Send + Sync`; share it in an
+/// `Arc`.
+pub struct TokenBroker {
+    apps: HashMap<String, AppClient>,
+    store: Arc<dyn CredentialStore>,
+    settings: BrokerSettings,
+    backoff: Backoff,
+    slots: DashMap<i64, Arc<Slot>>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for TokenBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut apps: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        apps.sort_unstable();
+        f.debug_struct("TokenBroker")
+            .field("apps", &apps)
+            .field("settings", &self.settings)
+            .field("accounts", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenBroker {
+    /// Builds one HTTP + OAuth client per app registration and registers the metrics.
+    /// Fails on a bad authority, tenant or client id, an unreadable CA file, a duplicate app
+    /// name, or metrics already registered on `registry`.
+    pub fn new(
+        apps: Vec<AppRegistration>,
+        store: Arc<dyn CredentialStore>,
+        settings: BrokerSettings,
+        registry: &prometheus::Registry,
+    ) -> Result<TokenBroker, BrokerError> {
+        let mut clients = HashMap::with_capacity(apps.len());
+        for app in &apps {
+            if clients.contains_key(&app.name) {
+                return Err(BrokerError::DuplicateApp(app.name.clone()));
+            }
+            clients.insert(
+                app.name.clone(),
+                AppClient::new(app, settings.request_timeout)?,
+            );
+        }
+        Ok(TokenBroker {
+            apps: clients,
+            store,
+            settings,
+            backoff: Backoff {
+                initial: settings.backoff_initial,
+                max: settings.backoff_max,
+            },
+            slots: DashMap::new(),
+            metrics: Metrics::register(registry)?,
+        })
+    }
+
+    /// An access token for `account`: from the cache if it has more than the refresh margin
+    /// left, otherwise from one token request shared by all concurrent callers.
+    ///
+    /// While a recent failure is held off, answers [`TokenError::BackingOff`] at once (or a
+    /// cached token that has not expired yet) without contacting the endpoint.
+    pub async fn access_token(&self, account: &Account) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(account.id);
+        slot.forget_outdated_failure(
+            account.refresh_token_updated_at,
+            account.status == AccountStatus::Active,
+        );
+        if let Some(answer) = self.answer_from_cache(&slot) {
+            return answer;
+        }
+        let _flight = slot.flight.lock().await;
+        // Whoever held the lock before us may have fetched a token or hit a failure.
+        if let Some(answer) = self.answer_from_cache(&slot) {
+            return answer;
+        }
+        self.fetch(account, &slot).await
+    }
+
+    /// Drops the cached access token for an account (e.g. the upstream rejected it), so the
+    /// next call requests a new one. A held-off failure stays in force.
+    pub fn invalidate(&self, account_id: i64) {
+        if let Some(slot) = self.slots.get(&account_id) {
+            slot.drop_token();
+        }
+    }
+
+    /// How many accounts currently have an unexpired access token cached.
+    pub fn cached_accounts(&self) -> usize {
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter(|entry| entry.value().has_token(now))
+            .count()
+    }
+
+    /// The account's slot, created on first use. The `Arc` is cloned out so the map's shard
+    /// lock is not held while waiting on the request.
+    fn slot(&self, account_id: i64) -> Arc<Slot> {
+        self.slots.entry(account_id).or_default().value().clone()
+    }
+
+    fn answer_from_cache(&self, slot: &Slot) -> Option<Result<AccessToken, TokenError>> {
+        match slot.lookup(Instant::now(), self.settings.refresh_margin) {
+            Lookup::Hit(token) => {
+                self.metrics.cache_hit();
+                Some(Ok(AccessToken::from_cache(token, false)))
+            }
+            Lookup::Blocked(error) => Some(Err(error)),
+            Lookup::Miss => None,
+        }
+    }
+
+    /// Performs the grant, persists a rotated refresh token, and caches the result; called
+    /// with the account's flight lock held.
+    async fn fetch(&self, account: &Account, slot: &Slot) -> Result<AccessToken, TokenError> {
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let issued = match self.request(account).await {
+            Ok(issued) => issued,
+            // The store failing says nothing about the grant or the endpoint: no hold-off,
+            // the next login simply tries again.
+            Err(error @ TokenError::Store(_)) => return Err(error),
+            Err(error) => return self.failed(account, slot, error).await,
+        };
+
+        if let Some(rotated) = &issued.refresh_token {
+            if account.grant == GrantKind::RefreshToken {
+                // Persist before use: if this write fails the old refresh token is still
+                // valid (Entra does not revoke it), so nothing is lost by not caching.
+                if let Err(e) = self.store.replace_refresh_token(account.id, rotated).await {
+                    tracing::warn!(
+                        account = %account.name,
+                        app = %account.app,
+                        error = %e,
+                        "could not persist rotated refresh token; access token discarded"
+                    );
+                    return Err(TokenError::Store(e.to_string()));
+                }
+            }
+        }
+
+        let lifetime = issued.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        let token = CachedToken {
+            secret: issued.access_token,
+            expires_at: started_wall + lifetime,
+            valid_until: started + lifetime,
+        };
+        slot.store(token.clone());
+        tracing::debug!(
+            account = %account.name,
+            app = %account.app,
+            expires_in = lifetime.as_secs(),
+            "access token obtained"
+        );
+        Ok(AccessToken::from_cache(token, true))
+    }
+
+    /// Looks up the app, reads the refresh token for delegated accounts, and performs the
+    /// grant, recording the request's outcome and latency.
+    async fn request(&self, account: &Account) -> Result<Issued, TokenError> {
+        let app = self
+            .apps
+            .get(&account.app)
+            .ok_or_else(|| TokenError::UnknownApp(account.app.clone()))?;
+        match account.grant {
+            GrantKind::ClientCredentials => {
+                self.timed(GRANT_CLIENT_CREDENTIALS, app.client_credentials())
+                    .await
+            }
+            GrantKind::RefreshToken => {
+                let refresh_token = self
+                    .store
+                    .refresh_token(account.id)
+                    .await
+                    .map_err(|e| TokenError::Store(e.to_string()))?
+                    .filter(|rt| !rt.is_empty())
+                    .ok_or(TokenError::NoRefreshToken)?;
+                self.timed(GRANT_REFRESH_TOKEN, app.refresh(&refresh_token))
+                    .await
+            }
+        }
+    }
+
+    /// Runs one token-endpoint request and records its outcome and latency.
+    async fn timed(
+        &self,
+        grant: &str,
+        request: impl std::future::Future<Output = Result<Issued, TokenError>>,
+    ) -> Result<Issued, TokenError> {
+        let started = Instant::now();
+        let result = request.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.class().as_str(),
+        };
+        self.metrics
+            .request(grant, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Handles a failed request: marks dead grants in the store, logs, starts the hold-off,
+    /// and for temporary failures falls back to a cached token that has not expired.
+    async fn failed(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        error: TokenError,
+    ) -> Result<AccessToken, TokenError> {
+        let class = error.class();
+        let codes = match &error {
+            TokenError::Provider { codes, .. } => codes.clone(),
+            _ => Vec::new(),
+        };
+        let now = Instant::now();
+        let jitter: f64 = rand::thread_rng().gen();
+        let retry_after = error.retry_after();
+        let attempts = slot.record_failure(
+            error.clone(),
+            now,
+            account.refresh_token_updated_at,
+            |attempt| self.backoff.hold_off(class, attempt, retry_after, jitter),
+        );
+
+        if class.is_temporary() {
+            tracing::warn!(
+                account = %account.name,
+                app = %account.app,
+                class = %class,
+                codes = ?codes,
+                attempts,
+                error = %error,
+                "token request failed; backing off"
+            );
+            if let Some(token) = slot.unexpired(now) {
+                return Ok(AccessToken::from_cache(token, false));
+            }
+            return Err(error);
+        }
+
+        // Permanent failures: the cached token goes too (a revoked grant must stop working).
+        slot.drop_token();
+        tracing::warn!(
+            account = %account.name,
+            app = %account.app,
+            class = %class,
+            codes = ?codes,
+            error = %error,
+            "token request refused"
+        );
+        if class == FailureClass::Reconsent {
+            let reason = status_reason(&error);
+            if let Err(e) = self
+                .store
+                .set_status(account.id, AccountStatus::NeedsReconsent, Some(&reason))
+                .await
+            {
+                tracing::warn!(
+                    account = %account.name,
+                    error = %e,
+                    "could not mark account as needing re-consent"
+                );
+            }
+        }
+        Err(error)
+    }
+}
+
+/// A short, secret-free reason for the account status, e.g. `AADSTS70008: The provided
+/// authorization code or refresh token has expired …`.
+fn status_reason(error: &TokenError) -> String {
+    let reason = match error {
+        TokenError::Provider {
+            error,
+            codes,
+            description,
+            ..
+        } => {
+            let text = if description.is_empty() {
+                error.as_str()
+            } else {
+                description.as_str()
+            };
+            match codes.first() {
+                Some(_) if text.starts_with("AADSTS") => text.to_owned(),
+                Some(code) => format!("AADSTS{code}: {text}"),
+                None => format!("{error}: {text}"),
+            }
+        }
+        TokenError::NoRefreshToken => "no refresh token stored".to_owned(),
+        other => other.to_string(),
+    };
+    match reason.char_indices().nth(MAX_REASON) {
+        Some((cut, _)) => format!("{}…", &reason[..cut]),
+        None => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(error: &str, codes: Vec<u32>, description: &str) -> TokenError {
+        TokenError::Provider {
+            class: FailureClass::Reconsent,
+            error: error.into(),
+            codes,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn status_reason_names_the_code() {
+        assert_eq!(
+            status_reason(&provider(
+                "invalid_grant",
+                vec![70008],
+                "AADSTS70008: The refresh token has expired."
+            )),
+            "AADSTS70008: The refresh token has expired."
+        );
+        assert_eq!(
+            status_reason(&provider("invalid_grant", vec![700082], "expired")),
+            "AADSTS700082: expired"
+        );
+        assert_eq!(
+            status_reason(&provider("invalid_grant", vec![], "")),
+            "invalid_grant: invalid_grant"
+        );
+        assert_eq!(
+            status_reason(&TokenError::NoRefreshToken),
+            "no refresh token stored"
+        );
+        let long = status_reason(&provider("invalid_grant", vec![1], &"x".repeat(500)));
+        assert_eq!(long.chars().count(), MAX_REASON + 1);
+    }
+
+    #[test]
+    fn default_settings() {
+        let s = BrokerSettings::default();
+        assert_eq!(s.refresh_margin, Duration::from_secs(300));
+        assert_eq!(s.request_timeout, Duration::from_secs(15));
+        assert_eq!(s.backoff_initial, Duration::from_secs(2));
+        assert_eq!(s.backoff_max, Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,183 @@
+//! The session driver shared by every protocol: runs a [`FrontEnd`] over a client
+//! connection (greeting, reads, STARTTLS, the pre-auth deadline), performs the login it asks
+//! for, then splices the client with the authenticated upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use oxbridge_wire::splice::{splice, SpliceSettings};
+use oxbridge_wire::{BackEnd, FrontEnd, Next, Protocol, UpstreamEndpoint};
+
+use crate::authenticate::Authenticator;
+use crate::stream::ClientStream;
+
+/// What a session needs from the server around it.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub protocol: Protocol,
+    pub acceptor: TlsAcceptor,
+    pub authenticator: Arc<Authenticator>,
+    pub endpoint: Arc<UpstreamEndpoint>,
+    pub pre_auth_timeout: Duration,
+    pub splice: SpliceSettings,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("protocol", &self.protocol)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a session ended; for the debug log.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Closed,
+    TimedOut,
+    ShuttingDown,
+    Spliced,
+}
+
+/// Runs one client session to its end.
+pub async fn drive<F: FrontEnd, B: BackEnd>(
+    mut stream: ClientStream,
+    mut front: F,
+    back: &B,
+    mut ctx: SessionContext,
+) -> std::io::Result<()> {
+    let mut input = BytesMut::with_capacity(1024);
+    let mut out = Vec::with_capacity(512);
+    front.greeting(&mut out);
+    send(&mut stream, &mut out).await?;
+    let deadline = Instant::now() + ctx.pre_auth_timeout;
+
+    let end = loop {
+        let next = front.receive(&mut input, &mut out);
+        send(&mut stream, &mut out).await?;
+        match next {
+            Next::Read => {
+                input.reserve(2048);
+                tokio::select! {
+                    read = stream.read_buf(&mut input) => {
+                        if read? == 0 {
+                            break End::ClientClosed;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        front.timed_out(&mut out);
+                        send(&mut stream, &mut out).await?;
+                        break End::TimedOut;
+                    }
+                    _ = ctx.shutdown.changed() => {
+                        front.shutting_down(&mut out);
+                        send(&mut stream, &mut out).await?;
+                        break End::ShuttingDown;
+                    }
+                }
+            }
+            Next::StartTls => {
+                // Whatever the client pipelined behind STARTTLS is discarded unread.
+                input.clear();
+                let tcp = match stream {
+                    ClientStream::Plain(tcp) => tcp,
+                    already @ ClientStream::Tls(_) => {
+                        stream = already;
+                        break End::Closed;
+                    }
+                };
+                let handshake = tokio::time::timeout_at(deadline, ctx.acceptor.accept(tcp)).await;
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        stream = ClientStream::Tls(Box::new(tls));
+                        front.tls_started();
+                    }
+                    _ => {
+                        tracing::debug!("STARTTLS handshake failed");
+                        return Ok(());
+                    }
+                }
+            }
+            Next::Login(login) => {
+                let result = ctx
+                    .authenticator
+                    .authenticate(&login, back, &ctx.endpoint)
+                    .await;
+                drop(login);
+                match result {
+                    Ok(mut upstream) => {
+                        front.login_succeeded(&upstream, &mut out);
+                        send(&mut stream, &mut out).await?;
+                        drop(front);
+                        let leftover = std::mem::take(&mut upstream.leftover);
+                        let stats = splice(
+                            &mut stream,
+                            &mut upstream.stream,
+                            &input,
+                            &leftover,
+                            ctx.splice,
+                        )
+                        .await;
+                        record_splice(&ctx, stats);
+                        break End::Spliced;
+                    }
+                    Err(why) => {
+                        let next = front.login_failed(why, &mut out);
+                        send(&mut stream, &mut out).await?;
+                        if matches!(next, Next::Close) {
+                            break End::Closed;
+                        }
+                    }
+                }
+            }
+            Next::Close => break End::Closed,
+        }
+    };
+    tracing::debug!(end = ?end, "session ended");
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+fn record_splice(ctx: &SessionContext, stats: std::io::Result<oxbridge_wire::splice::SpliceStats>) {
+    let metrics = &ctx.authenticator.metrics;
+    let protocol = ctx.protocol.as_str();
+    match stats {
+        Ok(stats) => {
+            metrics
+                .bytes_total
+                .with_label_values(&[protocol, "client_to_upstream"])
+                .inc_by(stats.client_to_upstream);
+            metrics
+                .bytes_total
+                .with_label_values(&[protocol, "upstream_to_client"])
+                .inc_by(stats.upstream_to_client);
+            tracing::debug!(
+                up = stats.client_to_upstream,
+                down = stats.upstream_to_client,
+                idle_timeout = stats.idle_timeout,
+                "splice finished"
+            );
+        }
+        Err(e) => tracing::debug!(error = %e, "splice ended with an error"),
+    }
+}
+
+/// Writes and clears `out`.
+async fn send(stream: &mut ClientStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(out).await?;
+    stream.flush().await?;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! What an account is: a local login name mapped to a mailbox, an Entra app and a grant.
+
+use std::fmt;
+use std::str::FromStr;
+
+use oxbridge_wire::{Protocol, Secret};
+
+use crate::error::StoreError;
+
+/// Which OAuth grant the broker uses for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// App-only: the Entra app's own credentials; nothing per account is stored.
+    ClientCredentials,
+    /// Delegated: a refresh token obtained by consent, sealed in the store and rotated.
+    RefreshToken,
+}
+
+impl GrantKind {
+    /// The name used in the database and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::ClientCredentials => "client-credentials",
+            GrantKind::RefreshToken => "refresh-token",
+        }
+    }
+}
+
+impl fmt::Display for GrantKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GrantKind {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "client-credentials" => Ok(GrantKind::ClientCredentials),
+            "refresh-token" => Ok(GrantKind::RefreshToken),
+            other => Err(StoreError::Invalid(format!("unknown grant kind {other:?}"))),
+        }
+    }
+}
+
+/// Whether an account may log in, and if not, why; shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    /// The grant is dead (refresh token expired or revoked); someone must consent again.
+    NeedsReconsent,
+    /// Switched off by an operator.
+    Disabled,
+}
+
+impl AccountStatus {
+    /// The name used in the database, the CLI and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::NeedsReconsent => "needs-reconsent",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AccountStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(AccountStatus::Active),
+            "needs-reconsent" => Ok(AccountStatus::NeedsReconsent),
+            "disabled" => Ok(AccountStatus::Disabled),
+            other => Err(StoreError::Invalid(format!(
+                "unknown account status {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One account as stored, without its secrets (password verifier, sealed refresh token).
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Stable id; never reused after removal, so caches keyed by it cannot leak across accounts.
+    pub id: i64,
+    /// Local login name; compared exactly (case-sensitive).
+    pub name: String,
+    /// The XOAUTH2 `user=`: UPN or SMTP address of the mailbox.
+    pub mailbox: String,
+    /// Name of the Entra app in the config.
+    pub app: String,
+    pub grant: GrantKind,
+    /// Protocols this account may use, sorted and without duplicates.
+    pub protocols: Vec<Protocol>,
+    pub status: AccountStatus,
+    /// Why the status is what it is, e.g. "AADSTS70008: refresh token expired"; never a secret.
+    pub status_reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Unix seconds; kept with one-minute granularity so a login flood does not become a
+    /// write flood.
+    pub last_login_at: Option<i64>,
+    pub refresh_token_updated_at: Option<i64>,
+}
+
+impl Account {
+    /// Whether this account may log in over `protocol`.
+    pub fn allows(&self, protocol: Protocol) -> bool {
+        self.protocols.contains(&protocol)
+    }
+}
+
+/// How a new account's grant is set up.
+#[derive(Debug, Clone)]
+pub enum NewGrant {
+    ClientCredentials,
+    /// A refresh token from device code, auth code or import; sealed before it is stored.
+    RefreshToken(Secret),
+}
+
+/// Everything needed to create an account; validated by [`NewAccount::validate`].
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub name: String,
+    pub mailbox: String,
+    pub app: String,
+    pub protocols: Vec<Protocol>,
+    pub grant: NewGrant,
+    pub password: Secret,
+}
+
+impl NewAccount {
+    /// Checks the input before anything is written, so a bad CLI call changes nothing.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate_name(&self.name)?;
+        let mailbox = &self.mailbox;
+        if mailbox.is_empty() || !mailbox.contains('@') || has_space_or_control(mailbox) {
+            return Err(StoreError::Invalid(format!(
+                "mailbox {mailbox:?} must be an address like user@example.com"
+            )));
+        }
+        if self.app.trim().is_empty() || self.app.chars().any(char::is_control) {
+            return Err(StoreError::Invalid("app name must not be empty".into()));
+        }
+        if self.protocols.is_empty() {
+            return Err(StoreError::Invalid(
+                "at least one protocol is required".into(),
+            ));
+        }
+        validate_password(&self.password)?;
+        if let NewGrant::RefreshToken(token) = &self.grant {
+            if token.is_empty() {
+                return Err(StoreError::Invalid(
+                    "refresh token must not be empty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A login name must be something a mail client can send in `LOGIN name pass` or SASL PLAIN
+/// without quoting surprises: non-empty, no whitespace, no control characters.
+pub(crate) fn validate_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || has_space_or_control(name) {
+        return Err(StoreError::Invalid(format!(
+            "account name {name:?} must be non-empty, without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_password(password: &Secret) -> Result<(), StoreError> {
+    if password.is_empty() {
+        return Err(StoreError::Invalid("password must not be empty".into()));
+    }
+    Ok(())
+}
+
+fn has_space_or_control(text: &str) -> bool {
+    text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Sorted, deduplicated protocols, so equal permission sets store equally.
+pub(crate) fn normalize_protocols(protocols: &[Protocol]) -> Vec<Protocol> {
+    let mut list = protocols.to_vec();
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// The database form of a protocol list: `imap,pop3`.
+pub(crate) fn protocols_to_text(protocols: &[Protocol]) -> String {
+    normalize_protocols(protocols)
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn protocols_from_text(text: &str) -> Result<Vec<Protocol>, StoreError> {
+    let list = text
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<Protocol>().map_err(StoreError::Corrupt))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(normalize_protocols(&list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NewAccount {
+        NewAccount {
+            name: "scanner".into(),
+            mailbox: "scanner@contoso.com".into(),
+            app: "contoso".into(),
+            protocols: vec![Protocol::Smtp],
+            grant: NewGrant::ClientCredentials,
+            password: Secret::from("pw"),
+        }
+    }
+
+    #[test]
+    fn status_and_grant_names_round_trip() {
+        for s in [
+            AccountStatus::Active,
+            AccountStatus::NeedsReconsent,
+            AccountStatus::Disabled,
+        ] {
+            assert_eq!(s.as_str().parse::<AccountStatus>().ok(), Some(s));
+        }
+        for g in [GrantKind::ClientCredentials, GrantKind::RefreshToken] {
+            assert_eq!(g.as_str().parse::<GrantKind>().ok(), Some(g));
+        }
+        assert!("Active".parse::<AccountStatus>().is_err());
+    }
+
+    #[test]
+    fn protocols_round_trip_sorted_and_deduplicated() {
+        let text = protocols_to_text(&[Protocol::Smtp, Protocol::Imap, Protocol::Smtp]);
+        assert_eq!(text, "imap,smtp");
+        let back = protocols_from_text(&text).expect("parses");
+        assert_eq!(back, vec![Protocol::Imap, Protocol::Smtp]);
+        assert!(matches!(
+            protocols_from_text("imap,gopher"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn validation_rejects_bad_input() {
+        assert!(sample().validate().is_ok());
+        let cases: [fn(&mut NewAccount); 10] = [
+            |a| a.name = String::new(),
+            |a| a.name = "two words".into(),
+            |a| a.name = "tab\there".into(),
+            |a| a.name = "nul\0".into(),
+            |a| a.mailbox = String::new(),
+            |a| a.mailbox = "no-at-sign".into(),
+            |a| a.app = String::new(),
+            |a| a.protocols.clear(),
+            |a| a.password = Secret::default(),
+            |a| a.grant = NewGrant::RefreshToken(Secret::default()),
+        ];
+        for (i, change) in cases.iter().enumerate() {
+            let mut account = sample();
+            change(&mut account);
+            assert!(
+                matches!(account.validate(), Err(StoreError::Invalid(_))),
+                "case {i} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn allows_checks_the_protocol_list() {
+        let account = Account {
+            id: 1,
+            name: "a".into(),
+            mailbox: "a@b".into(),
+            app: "x".into(),
+            grant: GrantKind::ClientCredentials,
+            protocols: vec![Protocol::Imap],
+            status: AccountStatus::Active,
+            status_reason: None,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+            refresh_token_updated_at: None,
+        };
+        assert!(account.allows(Protocol::Imap));
+        assert!(!account.allows(Protocol::Smtp));
+    }
+}

@@ -1,0 +1,405 @@
+//! The embedded store: one SQLite file in the data directory.
+//!
+//! rusqlite is synchronous, so every operation runs on `spawn_blocking` against a single
+//! connection behind a mutex. One connection is plenty here: each login is one indexed read,
+//! and writes are rare (account changes, token rotation, a login timestamp per minute).
+//!
+//! Durability: WAL with `synchronous=FULL`, so a commit (above all a rotated refresh token,
+//! which may be the only valid one) survives power loss, not just a process crash, before
+//! `replace_refresh_token` returns. The extra fsync per commit is affordable because writes
+//! are rare; `record_login` writes at most once a minute per account. `secure_delete` is on so
+//! replaced sealed tokens do not linger in free pages.
+
+mod queries;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oxbridge_wire::Secret;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::account::{validate_password, Account, AccountStatus, GrantKind, NewAccount, NewGrant};
+use crate::credential::CredentialStore;
+use crate::error::StoreError;
+use crate::files;
+use crate::key::MasterKey;
+use crate::login_cache::{self, LoginCache};
+use crate::password::Argon2Pool;
+use crate::schema;
+use crate::seal::{self, Purpose};
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "oxbridge.db";
+
+/// How long a writer waits for another (e.g. the CLI) before the store reports itself busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `last_login_at` is only rewritten when older than this (seconds).
+const LOGIN_TIMESTAMP_GRANULARITY: i64 = 60;
+
+/// The `meta` row proving the master key belongs to this database.
+const KEY_CHECK: &str = "key_check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"oxbridge master key check";
+
+/// The SQLite-backed [`CredentialStore`]. Cheap to clone; clones share one connection, one
+/// Argon2 bound and one login cache.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    key: MasterKey,
+    conn: Mutex<Connection>,
+    argon2: Argon2Pool,
+    logins: LoginCache,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if absent, mode 0600) the database at `path`, brings its schema up to
+    /// date and checks that `key` is the key its secrets were sealed with; a different key is
+    /// [`StoreError::Corrupt`] here rather than a surprise at the first login.
+    pub fn open(path: &Path, key: MasterKey) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                files::create_private_dir(parent).map_err(|e| {
+                    StoreError::unavailable(&format!("create {}", parent.display()), e)
+                })?;
+            }
+        }
+        // Created before SQLite sees it, so it is never world-readable; SQLite gives the WAL
+        // and shared-memory files the same mode.
+        files::create_private_file_if_absent(path)
+            .map_err(|e| StoreError::unavailable(&format!("create {}", path.display()), e))?;
+        if let Ok(bits) = files::group_other_bits(path) {
+            if bits != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "database is accessible by group or other users; run chmod 600"
+                );
+            }
+        }
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        check_master_key(&mut conn, &key)?;
+        tracing::debug!(path = %path.display(), "store opened");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                key,
+                conn: Mutex::new(conn),
+                argon2: Argon2Pool::new(),
+                logins: LoginCache::new(login_cache::DEFAULT_TTL, login_cache::DEFAULT_CAPACITY),
+            }),
+        })
+    }
+
+    /// Opens `data_dir/oxbridge.db`, creating `data_dir` (mode 0700) if needed.
+    pub fn open_in_data_dir(data_dir: &Path, key: MasterKey) -> Result<SqliteStore, StoreError> {
+        files::create_private_dir(data_dir)
+            .map_err(|e| StoreError::unavailable(&format!("create {}", data_dir.display()), e))?;
+        SqliteStore::open(&data_dir.join(DATABASE_FILE), key)
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &MasterKey) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.lock();
+            work(&mut conn, &inner.key)
+        })
+        .await
+        .map_err(|e| StoreError::unavailable("store task", e))?
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-operation drops its transaction, which rolls back; the connection itself
+        // stays usable, so a poisoned lock is safe to take over.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot switch to WAL mode (got {mode})"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(())
+}
+
+/// Seals a known value on first open and checks it on every later open.
+fn check_master_key(conn: &mut Connection, key: &MasterKey) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match queries::meta(&tx, KEY_CHECK)? {
+        Some(sealed) => {
+            let opened = seal::open(key, Purpose::KeyCheck, &sealed).map_err(|_| {
+                StoreError::Corrupt(
+                    "the master key does not match this database (was master.key replaced?)".into(),
+                )
+            })?;
+            if opened.as_slice() != KEY_CHECK_PLAINTEXT {
+                return Err(StoreError::Corrupt(
+                    "master key check value is wrong".into(),
+                ));
+            }
+        }
+        None => {
+            let sealed = seal::seal(key, Purpose::KeyCheck, KEY_CHECK_PLAINTEXT)?;
+            queries::set_meta(&tx, KEY_CHECK, &sealed)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for SqliteStore {
+    async fn verify_login(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Option<Account>, StoreError> {
+        let tag = self.inner.logins.tag(user, password);
+        let name = user.to_owned();
+        let found = self
+            .with_db(move |conn, _| queries::login_by_name(conn, &name))
+            .await?;
+        let Some((account, hash)) = found else {
+            self.inner.argon2.verify(password, None).await?;
+            tracing::debug!(user, "login for unknown account");
+            return Ok(None);
+        };
+        let verifier = login_cache::verifier_digest(&hash);
+        if self
+            .inner
+            .logins
+            .hit(&tag, account.id, &verifier, Instant::now())
+        {
+            tracing::debug!(user, "login verified (cached)");
+            return Ok(Some(account));
+        }
+        if self.inner.argon2.verify(password, Some(hash)).await? {
+            self.inner
+                .logins
+                .insert(tag, account.id, verifier, Instant::now());
+            tracing::debug!(user, "login verified");
+            Ok(Some(account))
+        } else {
+            tracing::debug!(user, "login with wrong password");
+            Ok(None)
+        }
+    }
+
+    async fn refresh_token(&self, account_id: i64) -> Result<Option<Secret>, StoreError> {
+        let sealed = self
+            .with_db(move |conn, _| queries::sealed_refresh_token(conn, account_id))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let token = seal::open(&self.inner.key, Purpose::RefreshToken(account_id), &sealed)?;
+        Ok(Some(Secret::new(token.to_vec())))
+    }
+
+    async fn replace_refresh_token(
+        &self,
+        account_id: i64,
+        token: &Secret,
+    ) -> Result<(), StoreError> {
+        if token.is_empty() {
+            return Err(StoreError::Invalid(
+                "refresh token must not be empty".into(),
+            ));
+        }
+        let token = token.clone();
+        self.with_db(move |conn, key| {
+            let sealed = seal::seal(key, Purpose::RefreshToken(account_id), token.expose())?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !queries::store_refresh_token(&tx, account_id, &sealed, unix_now())? {
+                return Err(StoreError::NotFound(format!("id {account_id}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(account_id, "refresh token replaced");
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        account_id: i64,
+        status: AccountStatus,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let reason = reason.map(str::to_owned);
+        let reason_for_log = reason.clone();
+        self.with_db(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !queries::set_status(&tx, account_id, status, reason.as_deref(), unix_now())? {
+                return Err(StoreError::NotFound(format!("id {account_id}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(account_id, %status, reason = reason_for_log, "account status set");
+        Ok(())
+    }
+
+    async fn record_login(&self, account_id: i64) -> Result<(), StoreError> {
+        let exists = self
+            .with_db(move |conn, _| {
+                queries::record_login(conn, account_id, unix_now(), LOGIN_TIMESTAMP_GRANULARITY)
+            })
+            .await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("id {account_id}")))
+        }
+    }
+
+    async fn add_account(&self, new: NewAccount) -> Result<Account, StoreError> {
+        new.validate()?;
+        let hash = self.inner.argon2.hash(&new.password).await?;
+        let account = self
+            .with_db(move |conn, key| {
+                let now = unix_now();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let grant = match new.grant {
+                    NewGrant::ClientCredentials => GrantKind::ClientCredentials,
+                    NewGrant::RefreshToken(_) => GrantKind::RefreshToken,
+                };
+                let id = queries::insert_account(&tx, &new, grant, &hash, now)?;
+                if let NewGrant::RefreshToken(token) = &new.grant {
+                    // The id is only known after the insert, and the seal is bound to it.
+                    let sealed = seal::seal(key, Purpose::RefreshToken(id), token.expose())?;
+                    queries::store_refresh_token(&tx, id, &sealed, now)?;
+                }
+                let account = queries::account_by_name(&tx, &new.name)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("account {:?} vanished after insert", new.name))
+                })?;
+                tx.commit()?;
+                Ok(account)
+            })
+            .await?;
+        tracing::debug!(name = account.name, id = account.id, grant = %account.grant, "account added");
+        Ok(account)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.with_db(|conn, _| queries::list_accounts(conn)).await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        let name = name.to_owned();
+        self.with_db(move |conn, _| queries::account_by_name(conn, &name))
+            .await
+    }
+
+    async fn remove_account(&self, name: &str) -> Result<bool, StoreError> {
+        let owned = name.to_owned();
+        let removed = self
+            .with_db(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = queries::delete_account(&tx, &owned)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?;
+        match removed {
+            Some(id) => {
+                self.inner.logins.forget_account(id);
+                tracing::debug!(name, id, "account removed");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn set_password(&self, name: &str, password: &Secret) -> Result<(), StoreError> {
+        validate_password(password)?;
+        let hash = self.inner.argon2.hash(password).await?;
+        let owned = name.to_owned();
+        let id = self
+            .with_db(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = queries::set_password_hash(&tx, &owned, &hash, unix_now())?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        self.inner.logins.forget_account(id);
+        tracing::debug!(name, id, "password changed");
+        Ok(())
+    }
+
+    async fn import_refresh_token(&self, name: &str, token: &Secret) -> Result<(), StoreError> {
+        if token.is_empty() {
+            return Err(StoreError::Invalid(
+                "refresh token must not be empty".into(),
+            ));
+        }
+        let token = token.clone();
+        let owned = name.to_owned();
+        let id = self
+            .with_db(move |conn, key| {
+                let now = unix_now();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(id) = queries::account_id(&tx, &owned)? else {
+                    return Ok(None);
+                };
+                let sealed = seal::seal(key, Purpose::RefreshToken(id), token.expose())?;
+                queries::store_refresh_token(&tx, id, &sealed, now)?;
+                queries::activate_refresh_token_grant(&tx, id, now)?;
+                tx.commit()?;
+                Ok(Some(id))
+            })
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        tracing::debug!(name, id, "refresh token imported");
+        Ok(())
+    }
+}
