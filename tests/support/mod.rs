@@ -43,6 +43,11 @@ pub struct Harness {
     pub imaps_port: u16,
     pub starttls_port: u16,
     pub admin_port: u16,
+    /// Free ports for other protocols' listeners (see [`Harness::append_config`]).
+    pub pop3s_port: u16,
+    pub pop3_port: u16,
+    pub submission_port: u16,
+    pub smtps_port: u16,
     child: Option<Child>,
     log_file: PathBuf,
     runs: u32,
@@ -120,11 +125,28 @@ shutdown_grace_secs = 2
             imaps_port,
             starttls_port,
             admin_port,
+            pop3s_port: free_port(),
+            pop3_port: free_port(),
+            submission_port: free_port(),
+            smtps_port: free_port(),
             child: None,
             log_file,
             runs: 0,
             dir,
         }
+    }
+
+    /// Appends TOML (more `[[listener]]`s, `[upstream.…]` tables) to the config file; call
+    /// before [`Harness::serve`].
+    pub fn append_config(&self, toml: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&self.config).unwrap();
+        writeln!(file, "\n{toml}").unwrap();
+    }
+
+    /// The directory holding the test CA, certificate and key (for config snippets).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn data_dir(&self) -> PathBuf {
