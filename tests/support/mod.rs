@@ -173,6 +173,17 @@ shutdown_grace_secs = 2
 
     /// Adds a delegated account whose mailbox exists in the fake; returns its refresh token.
     pub async fn add_delegated_account(&self, user: &str, password: &str, mailbox: &str) -> String {
+        self.add_delegated_account_for(user, password, mailbox, "imap,pop3,smtp").await
+    }
+
+    /// Adds a delegated account allowed only `protocols` (comma-separated).
+    pub async fn add_delegated_account_for(
+        &self,
+        user: &str,
+        password: &str,
+        mailbox: &str,
+        protocols: &str,
+    ) -> String {
         self.fake.directory().add_mailbox(mailbox);
         let token = self.fake.entra().issue_refresh_token(CLIENT_ID, mailbox);
         let token_file = self.dir.path().join(format!("{user}.rt"));
@@ -187,7 +198,7 @@ shutdown_grace_secs = 2
                     "--app",
                     "contoso",
                     "--protocols",
-                    "imap",
+                    protocols,
                     "--refresh-token-file",
                     token_file.to_str().unwrap(),
                     "--password-stdin",
