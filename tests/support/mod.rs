@@ -140,7 +140,10 @@ shutdown_grace_secs = 2
     /// before [`Harness::serve`].
     pub fn append_config(&self, toml: &str) {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&self.config).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap();
         writeln!(file, "\n{toml}").unwrap();
     }
 
@@ -173,7 +176,8 @@ shutdown_grace_secs = 2
 
     /// Adds a delegated account whose mailbox exists in the fake; returns its refresh token.
     pub async fn add_delegated_account(&self, user: &str, password: &str, mailbox: &str) -> String {
-        self.add_delegated_account_for(user, password, mailbox, "imap,pop3,smtp").await
+        self.add_delegated_account_for(user, password, mailbox, "imap,pop3,smtp")
+            .await
     }
 
     /// Adds a delegated account allowed only `protocols` (comma-separated).
@@ -258,6 +262,19 @@ shutdown_grace_secs = 2
     }
 
     pub async fn serve_with_log(&mut self, level: &str) {
+        // A port picked free may be taken by a parallel test before oxbridge binds it:
+        // pick new ones and try again.
+        for _ in 0..3 {
+            match self.try_serve(level).await {
+                Ok(()) => return,
+                Err(logs) if logs.contains("Address already in use") => self.move_ports(),
+                Err(logs) => panic!("oxbridge exited early:\n{logs}"),
+            }
+        }
+        panic!("oxbridge could not bind its ports:\n{}", self.logs());
+    }
+
+    async fn try_serve(&mut self, level: &str) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         self.runs += 1;
         let log = std::fs::OpenOptions::new()
@@ -285,10 +302,11 @@ shutdown_grace_secs = 2
                     .await
                     .is_ok()
             {
-                return;
+                return Ok(());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("oxbridge exited early ({status}):\n{}", self.logs());
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                self.child = None;
+                return Err(self.logs());
             }
             assert!(
                 Instant::now() < deadline,
@@ -297,6 +315,28 @@ shutdown_grace_secs = 2
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Gives every listener a new free port, in the fields and in the config file.
+    fn move_ports(&mut self) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        for port in [
+            &mut self.imaps_port,
+            &mut self.starttls_port,
+            &mut self.admin_port,
+            &mut self.pop3s_port,
+            &mut self.pop3_port,
+            &mut self.submission_port,
+            &mut self.smtps_port,
+        ] {
+            let new = free_port();
+            config = config.replace(
+                &format!("127.0.0.1:{port}\""),
+                &format!("127.0.0.1:{new}\""),
+            );
+            *port = new;
+        }
+        std::fs::write(&self.config, config).unwrap();
     }
 
     /// Stops oxbridge with SIGTERM and waits for it to exit.
@@ -388,6 +428,139 @@ shutdown_grace_secs = 2
         let mut all = Vec::new();
         collect(&self.data_dir(), &mut all);
         all
+    }
+
+    /// Adds POP3 listeners (implicit TLS on `pop3s_port`, STLS on `pop3_port`) and points
+    /// `[upstream.pop3]` at the fake; call before [`Harness::serve`].
+    pub fn add_pop3(&self) {
+        self.append_config(&format!(
+            r#"
+[[listener]]
+protocol = "pop3"
+listen = "127.0.0.1:{pop3s}"
+tls = "implicit"
+
+[[listener]]
+protocol = "pop3"
+listen = "127.0.0.1:{pop3}"
+tls = "starttls"
+
+[upstream.pop3]
+address = "{upstream}"
+tls = "implicit"
+ca_file = "{root}/ca.pem"
+server_name = "outlook.office365.com"
+"#,
+            pop3s = self.pop3s_port,
+            pop3 = self.pop3_port,
+            upstream = self.fake.pop3_addr(),
+            root = self.root().display(),
+        ));
+    }
+
+    /// Runs the Python POP3 client helper (`tests/clients/pop3client.py`).
+    pub async fn pop3_client(&self, args: &[&str]) -> Output {
+        Command::new("python3")
+            .arg(client_script().with_file_name("pop3client.py"))
+            .arg("--ca")
+            .arg(&self.ca_file)
+            .args(args)
+            .output()
+            .await
+            .expect("python3 runs")
+    }
+
+    /// The POP3 client helper with piped stdin/stdout, for interactive scenarios.
+    pub fn pop3_client_interactive(&self, args: &[&str]) -> Child {
+        Command::new("python3")
+            .arg("-u")
+            .arg(client_script().with_file_name("pop3client.py"))
+            .arg("--ca")
+            .arg(&self.ca_file)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs")
+    }
+
+    /// Adds SMTP listeners (STARTTLS on `submission_port`, implicit TLS on `smtps_port`) and
+    /// points `[upstream.smtp]` at the fake's STARTTLS submission service; call before
+    /// [`Harness::serve`]. Relay rules are appended separately.
+    pub fn add_smtp(&self) {
+        self.append_config(&format!(
+            r#"
+[[listener]]
+protocol = "smtp"
+listen = "127.0.0.1:{submission}"
+tls = "starttls"
+
+[[listener]]
+protocol = "smtp"
+listen = "127.0.0.1:{smtps}"
+tls = "implicit"
+
+[upstream.smtp]
+address = "{upstream}"
+tls = "starttls"
+ca_file = "{root}/ca.pem"
+server_name = "outlook.office365.com"
+"#,
+            submission = self.submission_port,
+            smtps = self.smtps_port,
+            upstream = self.fake.smtp_addr(),
+            root = self.root().display(),
+        ));
+    }
+
+    /// Runs the Python SMTP client helper (`tests/clients/smtpclient.py`).
+    pub async fn smtp_client(&self, args: &[&str]) -> Output {
+        Command::new("python3")
+            .arg(client_script().with_file_name("smtpclient.py"))
+            .arg("--ca")
+            .arg(&self.ca_file)
+            .args(args)
+            .output()
+            .await
+            .expect("python3 runs")
+    }
+
+    /// The SMTP client helper with piped stdin/stdout, for interactive scenarios.
+    pub fn smtp_client_interactive(&self, args: &[&str]) -> Child {
+        Command::new("python3")
+            .arg("-u")
+            .arg(client_script().with_file_name("smtpclient.py"))
+            .arg("--ca")
+            .arg(&self.ca_file)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs")
+    }
+
+    /// Starts `oxbridge account …` with `stdin` written and closed and stdout/stderr piped,
+    /// for flows the test drives while the command runs (device code, browser sign-in).
+    pub async fn account_interactive(&self, args: &[&str], stdin: &str) -> Child {
+        let mut child = Command::new(oxbridge_bin())
+            .arg("account")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("oxbridge runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        child
     }
 }
 

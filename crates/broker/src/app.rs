@@ -2,15 +2,18 @@
 //! once at start-up that performs the two grants the broker needs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
 use oauth2::{
     AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, HttpClientError, RefreshToken,
-    RequestTokenError, Scope, StandardRevocableToken, TokenResponse, TokenUrl,
+    RequestTokenError, ResourceOwnerPassword, ResourceOwnerUsername, Scope, StandardRevocableToken,
+    TokenResponse, TokenUrl,
 };
 use oxbridge_wire::Secret;
 
+use crate::assertion::{AssertionSigner, ClientCertificate, JWT_BEARER};
 use crate::classify::classify;
 use crate::entra::{EntraErrorResponse, EntraTokenResponse};
 use crate::error::{BrokerError, TokenError};
@@ -41,14 +44,21 @@ pub struct AppRegistration {
     /// Tenant id or domain; the token URL is `{authority}/{tenant}/oauth2/v2.0/token`.
     pub tenant: String,
     pub client_id: String,
-    /// `None` for a public client, which must send no secret (else AADSTS700025).
+    /// `None` for a public client, which must send no secret (else AADSTS700025), or for
+    /// an app that authenticates with [`AppRegistration::certificate`].
     pub client_secret: Option<Secret>,
+    /// Certificate credentials: a signed `client_assertion` instead of a secret.
+    pub certificate: Option<ClientCertificate>,
     /// Scopes for the refresh-token grant; empty means [`DEFAULT_DELEGATED_SCOPES`].
     pub delegated_scopes: Vec<String>,
     /// Scope for the client-credentials grant; `None` means [`DEFAULT_APP_SCOPE`].
     pub app_scope: Option<String>,
     /// Extra trust anchors (PEM) for the token endpoint: a private CA, or the test fake's CA.
     pub extra_ca: Vec<PathBuf>,
+    /// Allows the resource-owner password grant for this app's accounts. Off by default:
+    /// it is the weakest option (no MFA, blocked by most Conditional Access policies, and the
+    /// user's real password on every device).
+    pub allow_password_grant: bool,
 }
 
 impl AppRegistration {
@@ -92,9 +102,26 @@ pub(crate) struct AppClient {
     http: reqwest::Client,
     delegated_scopes: Vec<Scope>,
     app_scope: Scope,
+    /// Set for certificate credentials; each request then carries a fresh assertion.
+    signer: Option<Arc<AssertionSigner>>,
+    /// See [`AppRegistration::allow_password_grant`].
+    pub allow_password_grant: bool,
 }
 
-impl AppClient {
+/// What every client built from one registration shares: the validated URLs, credentials,
+/// scopes and HTTP client. Used by [`AppClient`] and by onboarding (`consent`).
+#[derive(Debug)]
+pub(crate) struct AppParts {
+    pub client_id: ClientId,
+    pub client_secret: Option<ClientSecret>,
+    pub token_url: TokenUrl,
+    pub http: reqwest::Client,
+    pub delegated_scopes: Vec<Scope>,
+    pub app_scope: Scope,
+    pub signer: Option<Arc<AssertionSigner>>,
+}
+
+impl AppParts {
     /// Validates the registration and builds its HTTP client once: rustls with the native
     /// roots plus `extra_ca`, no redirects (a token endpoint never redirects, and following
     /// one would send the refresh token elsewhere), and a whole-request timeout.
@@ -122,17 +149,27 @@ impl AppClient {
         }
         let token_url =
             TokenUrl::new(app.token_url()).map_err(|e| invalid(format!("bad authority: {e}")))?;
-
-        let mut oauth = oauth2::Client::new(ClientId::new(app.client_id.clone()))
-            .set_token_uri(token_url)
-            .set_auth_type(AuthType::RequestBody);
-        if let Some(secret) = &app.client_secret {
-            let text = secret
-                .expose_str()
-                .ok_or_else(|| invalid("client secret is not UTF-8".into()))?;
-            oauth = oauth.set_client_secret(ClientSecret::new(text.to_owned()));
+        if app.client_secret.is_some() && app.certificate.is_some() {
+            return Err(invalid(
+                "give a client secret or a certificate, not both".into(),
+            ));
         }
-
+        let client_secret = match &app.client_secret {
+            Some(secret) => Some(ClientSecret::new(
+                secret
+                    .expose_str()
+                    .ok_or_else(|| invalid("client secret is not UTF-8".into()))?
+                    .to_owned(),
+            )),
+            None => None,
+        };
+        let signer = match &app.certificate {
+            Some(certificate) => Some(Arc::new(
+                AssertionSigner::load(certificate, &app.client_id, &app.token_url())
+                    .map_err(invalid)?,
+            )),
+            None => None,
+        };
         let delegated_scopes = if app.delegated_scopes.is_empty() {
             DEFAULT_DELEGATED_SCOPES
                 .iter()
@@ -150,13 +187,67 @@ impl AppClient {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_APP_SCOPE.to_owned()),
         );
-
         Ok(Self {
-            oauth,
+            client_id: ClientId::new(app.client_id.clone()),
+            client_secret,
+            token_url,
             http: http_client(app, request_timeout)?,
             delegated_scopes,
             app_scope,
+            signer,
         })
+    }
+
+    /// A fresh `client_assertion` for one request, if the app uses a certificate.
+    pub fn assertion(&self) -> Result<Option<String>, TokenError> {
+        signed_assertion(self.signer.as_deref())
+    }
+}
+
+/// A fresh assertion from `signer`, as form text.
+fn signed_assertion(signer: Option<&AssertionSigner>) -> Result<Option<String>, TokenError> {
+    match signer {
+        None => Ok(None),
+        Some(signer) => signer
+            .assertion()
+            .map_err(TokenError::Credential)?
+            .expose_str()
+            .map(|s| Some(s.to_owned()))
+            .ok_or_else(|| TokenError::Credential("assertion is not text".into())),
+    }
+}
+
+/// The two form fields that carry a client assertion.
+pub(crate) fn assertion_params(assertion: &str) -> [(&'static str, String); 2] {
+    [
+        ("client_assertion_type", JWT_BEARER.to_owned()),
+        ("client_assertion", assertion.to_owned()),
+    ]
+}
+
+impl AppClient {
+    /// Builds the client from the registration's validated parts.
+    pub fn new(app: &AppRegistration, request_timeout: Duration) -> Result<Self, BrokerError> {
+        let parts = AppParts::new(app, request_timeout)?;
+        let mut oauth = oauth2::Client::new(parts.client_id.clone())
+            .set_token_uri(parts.token_url.clone())
+            .set_auth_type(AuthType::RequestBody);
+        if let Some(secret) = &parts.client_secret {
+            oauth = oauth.set_client_secret(secret.clone());
+        }
+        Ok(Self {
+            oauth,
+            http: parts.http,
+            delegated_scopes: parts.delegated_scopes,
+            app_scope: parts.app_scope,
+            signer: parts.signer,
+            allow_password_grant: app.allow_password_grant,
+        })
+    }
+
+    /// A fresh client assertion, if this app uses a certificate.
+    fn assertion(&self) -> Result<Option<String>, TokenError> {
+        signed_assertion(self.signer.as_deref())
     }
 
     /// The delegated grant: `grant_type=refresh_token` with the app's delegated scopes.
@@ -166,25 +257,58 @@ impl AppClient {
             .expose_str()
             .ok_or(TokenError::NoRefreshToken)?;
         let refresh_token = RefreshToken::new(text.to_owned());
+        let assertion = self.assertion()?;
         let transport = Transport::new(self.http.clone());
-        let result = self
+        let mut request = self
             .oauth
             .exchange_refresh_token(&refresh_token)
-            .add_scopes(self.delegated_scopes.iter().cloned())
-            .request_async(&transport)
-            .await;
+            .add_scopes(self.delegated_scopes.iter().cloned());
+        if let Some(assertion) = &assertion {
+            for (name, value) in assertion_params(assertion) {
+                request = request.add_extra_param(name, value);
+            }
+        }
+        let result = request.request_async(&transport).await;
+        finish(result, transport.response_meta())
+    }
+
+    /// The resource-owner password grant: `grant_type=password` with the user's UPN and
+    /// Entra password and the app's delegated scopes.
+    pub async fn password(&self, username: &str, password: &Secret) -> Result<Issued, TokenError> {
+        let text = password
+            .expose_str()
+            .ok_or_else(|| TokenError::Credential("the password is not UTF-8".into()))?;
+        let username = ResourceOwnerUsername::new(username.to_owned());
+        let password = ResourceOwnerPassword::new(text.to_owned());
+        let assertion = self.assertion()?;
+        let transport = Transport::new(self.http.clone());
+        let mut request = self
+            .oauth
+            .exchange_password(&username, &password)
+            .add_scopes(self.delegated_scopes.iter().cloned());
+        if let Some(assertion) = &assertion {
+            for (name, value) in assertion_params(assertion) {
+                request = request.add_extra_param(name, value);
+            }
+        }
+        let result = request.request_async(&transport).await;
         finish(result, transport.response_meta())
     }
 
     /// The app-only grant: `grant_type=client_credentials` with the app scope.
     pub async fn client_credentials(&self) -> Result<Issued, TokenError> {
+        let assertion = self.assertion()?;
         let transport = Transport::new(self.http.clone());
-        let result = self
+        let mut request = self
             .oauth
             .exchange_client_credentials()
-            .add_scope(self.app_scope.clone())
-            .request_async(&transport)
-            .await;
+            .add_scope(self.app_scope.clone());
+        if let Some(assertion) = &assertion {
+            for (name, value) in assertion_params(assertion) {
+                request = request.add_extra_param(name, value);
+            }
+        }
+        let result = request.request_async(&transport).await;
         finish(result, transport.response_meta())
     }
 }
@@ -219,13 +343,16 @@ fn http_client(app: &AppRegistration, timeout: Duration) -> Result<reqwest::Clie
     })
 }
 
-type GrantResult = Result<
+pub(crate) type GrantResult = Result<
     EntraTokenResponse,
     RequestTokenError<HttpClientError<reqwest::Error>, EntraErrorResponse>,
 >;
 
 /// Turns `oauth2`'s outcome plus the recorded status line into the broker's terms.
-fn finish(result: GrantResult, meta: Option<ResponseMeta>) -> Result<Issued, TokenError> {
+pub(crate) fn finish(
+    result: GrantResult,
+    meta: Option<ResponseMeta>,
+) -> Result<Issued, TokenError> {
     let response = result.map_err(|e| token_error(e, meta))?;
     let access_token = Secret::from(response.access_token().secret().as_str());
     if access_token.is_empty() {
@@ -247,7 +374,7 @@ fn finish(result: GrantResult, meta: Option<ResponseMeta>) -> Result<Issued, Tok
 ///
 /// Messages are built from error names, codes, JSON paths and reqwest's own text (which names
 /// the URL, never the form body), so no secret ends up in them.
-fn token_error(
+pub(crate) fn token_error(
     error: RequestTokenError<HttpClientError<reqwest::Error>, EntraErrorResponse>,
     meta: Option<ResponseMeta>,
 ) -> TokenError {
@@ -300,7 +427,7 @@ fn non_token_answer(meta: Option<ResponseMeta>, description: String) -> TokenErr
 }
 
 /// An error and its sources on one line (reqwest's top-level text alone says too little).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -322,6 +449,8 @@ mod tests {
             tenant: "contoso.onmicrosoft.com".into(),
             client_id: "11111111-2222-3333-4444-555555555555".into(),
             client_secret: Some(Secret::from("s3cret")),
+            certificate: None,
+            allow_password_grant: false,
             delegated_scopes: Vec::new(),
             app_scope: None,
             extra_ca: Vec::new(),

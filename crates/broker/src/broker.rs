@@ -13,17 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
-use oxbridge_store::{Account, AccountStatus, CredentialStore, GrantKind};
+use oxbridge_store::{Account, AccountStatus, CredentialStore, GrantFailure, GrantKind};
 use oxbridge_wire::Secret;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::advice::{needs_sign_in, next_step};
 use crate::app::{AppClient, AppRegistration, Issued};
 use crate::backoff::Backoff;
 use crate::cache::{CachedToken, Lookup, Slot};
-use crate::classify::FailureClass;
 use crate::error::{BrokerError, TokenError};
-use crate::metrics::{Metrics, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN};
+use crate::metrics::{Metrics, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
+use crate::notify::{GrantObserver, ReconsentEvent};
 
 /// Lifetime assumed when a token response has no `expires_in`: Entra always sends one, and
 /// its tokens live at least an hour (EXCHANGE.md §3).
@@ -31,6 +32,26 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Longest account status reason written to the store.
 const MAX_REASON: usize = 200;
+
+/// After Entra refused a password (password grant), further attempts for that account are
+/// answered locally for this long, so oxbridge never relays a password-guessing run.
+const WRONG_PASSWORD_HOLD_OFF: Duration = Duration::from_secs(5);
+
+/// AADSTS codes with which the password grant says "wrong user name or password" (50126),
+/// "no such user" (50034) or "password expired" (50055): bad credentials for the client,
+/// not a dead grant.
+const WRONG_PASSWORD_CODES: &[u32] = &[50126, 50034, 50055];
+
+/// Why the password grant produced no token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PasswordGrantError {
+    /// Entra refused the user name or password (or it was refused moments ago).
+    #[error("Entra refused the user name or password")]
+    WrongPassword,
+    /// Any other failure, classified as usual.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
 
 /// Timing knobs of the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +105,9 @@ pub struct TokenBroker {
     backoff: Backoff,
     slots: DashMap<i64, Arc<Slot>>,
     metrics: Metrics,
+    observer: Option<Arc<dyn GrantObserver>>,
+    /// Accounts whose password Entra refused recently, and until when to refuse locally.
+    wrong_passwords: DashMap<i64, Instant>,
 }
 
 impl fmt::Debug for TokenBroker {
@@ -128,7 +152,113 @@ impl TokenBroker {
             },
             slots: DashMap::new(),
             metrics: Metrics::register(registry)?,
+            observer: None,
+            wrong_passwords: DashMap::new(),
         })
+    }
+
+    /// A token for a password-grant account whose `password` the store has just verified
+    /// against the last password Entra accepted: from the cache, or from a password grant.
+    pub async fn access_token_with_password(
+        &self,
+        account: &Account,
+        password: &Secret,
+    ) -> Result<AccessToken, PasswordGrantError> {
+        self.password_grant(account, password, true).await
+    }
+
+    /// Checks `password` with Entra (always a request, never the cache): for a password-grant
+    /// login whose password differs from the one last accepted (the user changed it in
+    /// Entra). On success the token is cached and the caller updates the local verifier.
+    pub async fn verify_password_grant(
+        &self,
+        account: &Account,
+        password: &Secret,
+    ) -> Result<AccessToken, PasswordGrantError> {
+        self.password_grant(account, password, false).await
+    }
+
+    async fn password_grant(
+        &self,
+        account: &Account,
+        password: &Secret,
+        use_cache: bool,
+    ) -> Result<AccessToken, PasswordGrantError> {
+        if account.grant != GrantKind::Password {
+            return Err(TokenError::Credential(format!(
+                "account {:?} does not use the password grant",
+                account.name
+            ))
+            .into());
+        }
+        let slot = self.slot(account.id);
+        slot.forget_outdated_failure(
+            account.refresh_token_updated_at,
+            account.status == AccountStatus::Active,
+        );
+        if use_cache {
+            if let Some(answer) = self.answer_from_cache(&slot) {
+                return answer.map_err(Into::into);
+            }
+        }
+        let _flight = slot.flight.lock().await;
+        if use_cache {
+            if let Some(answer) = self.answer_from_cache(&slot) {
+                return answer.map_err(Into::into);
+            }
+        }
+        // Only unverified passwords are damped: one that matches the password Entra last
+        // accepted is not a guess.
+        if !use_cache {
+            if let Some(until) = self.wrong_passwords.get(&account.id).map(|u| *u) {
+                if until > Instant::now() {
+                    return Err(PasswordGrantError::WrongPassword);
+                }
+            }
+        }
+        match self.fetch_with(account, &slot, Some(password)).await {
+            Err(TokenError::Provider { codes, .. })
+                if codes.iter().any(|c| WRONG_PASSWORD_CODES.contains(c)) =>
+            {
+                self.wrong_passwords
+                    .insert(account.id, Instant::now() + WRONG_PASSWORD_HOLD_OFF);
+                Err(PasswordGrantError::WrongPassword)
+            }
+            Err(e) => Err(e.into()),
+            Ok(token) => {
+                self.wrong_passwords.remove(&account.id);
+                Ok(token)
+            }
+        }
+    }
+
+    /// Reports each account's transition to needs-reconsent to `observer` (the notification
+    /// hook), once per transition.
+    pub fn with_observer(mut self, observer: Arc<dyn GrantObserver>) -> TokenBroker {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Requests a new token for `account` now, whatever the cache holds: used by the
+    /// background refresh to keep idle delegated grants alive (each use of a refresh token
+    /// extends its 90-day inactivity window). Shares the account's single flight with
+    /// logins, and respects a failure still being held off.
+    pub async fn refresh_grant(&self, account: &Account) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(account.id);
+        slot.forget_outdated_failure(
+            account.refresh_token_updated_at,
+            account.status == AccountStatus::Active,
+        );
+        let _flight = slot.flight.lock().await;
+        if let Some(error) = slot.held_off(Instant::now()) {
+            return Err(error);
+        }
+        self.fetch(account, &slot).await
+    }
+
+    /// Updates the grant-health gauges from a full account list (bounded labels: app only).
+    pub fn observe_accounts(&self, accounts: &[Account], now_unix: i64) {
+        self.metrics.observe_accounts(accounts, now_unix);
     }
 
     /// An access token for `account`: from the cache if it has more than the refresh margin
@@ -190,13 +320,30 @@ impl TokenBroker {
     /// Performs the grant, persists a rotated refresh token, and caches the result; called
     /// with the account's flight lock held.
     async fn fetch(&self, account: &Account, slot: &Slot) -> Result<AccessToken, TokenError> {
+        self.fetch_with(account, slot, None).await
+    }
+
+    /// [`TokenBroker::fetch`] with the login password, for password-grant accounts.
+    async fn fetch_with(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        password: Option<&Secret>,
+    ) -> Result<AccessToken, TokenError> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let issued = match self.request(account).await {
+        let issued = match self.request(account, password).await {
             Ok(issued) => issued,
             // The store failing says nothing about the grant or the endpoint: no hold-off,
             // the next login simply tries again.
             Err(error @ TokenError::Store(_)) => return Err(error),
+            // A wrong password is the client's mistake, not the grant's: no hold-off or
+            // status change here (the caller damps retries).
+            Err(error @ TokenError::Provider { .. })
+                if password.is_some() && is_wrong_password(&error) =>
+            {
+                return Err(error)
+            }
             Err(error) => return self.failed(account, slot, error).await,
         };
 
@@ -217,6 +364,7 @@ impl TokenBroker {
         }
 
         let lifetime = issued.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        self.record_health(account.id, Ok(unix(started_wall + lifetime)));
         let token = CachedToken {
             secret: issued.access_token,
             expires_at: started_wall + lifetime,
@@ -234,15 +382,42 @@ impl TokenBroker {
 
     /// Looks up the app, reads the refresh token for delegated accounts, and performs the
     /// grant, recording the request's outcome and latency.
-    async fn request(&self, account: &Account) -> Result<Issued, TokenError> {
+    async fn request(
+        &self,
+        account: &Account,
+        password: Option<&Secret>,
+    ) -> Result<Issued, TokenError> {
         let app = self
             .apps
             .get(&account.app)
             .ok_or_else(|| TokenError::UnknownApp(account.app.clone()))?;
         match account.grant {
             GrantKind::ClientCredentials => {
-                self.timed(GRANT_CLIENT_CREDENTIALS, app.client_credentials())
-                    .await
+                self.timed(
+                    &account.app,
+                    GRANT_CLIENT_CREDENTIALS,
+                    app.client_credentials(),
+                )
+                .await
+            }
+            GrantKind::Password => {
+                if !app.allow_password_grant {
+                    return Err(TokenError::Credential(format!(
+                        "app {:?} does not allow the password grant (allow_password_grant)",
+                        account.app
+                    )));
+                }
+                let password = password.ok_or_else(|| {
+                    TokenError::Credential(
+                        "a password-grant account gets tokens only with a login password".into(),
+                    )
+                })?;
+                self.timed(
+                    &account.app,
+                    GRANT_PASSWORD,
+                    app.password(&account.mailbox, password),
+                )
+                .await
             }
             GrantKind::RefreshToken => {
                 let refresh_token = self
@@ -252,8 +427,12 @@ impl TokenBroker {
                     .map_err(|e| TokenError::Store(e.to_string()))?
                     .filter(|rt| !rt.is_empty())
                     .ok_or(TokenError::NoRefreshToken)?;
-                self.timed(GRANT_REFRESH_TOKEN, app.refresh(&refresh_token))
-                    .await
+                self.timed(
+                    &account.app,
+                    GRANT_REFRESH_TOKEN,
+                    app.refresh(&refresh_token),
+                )
+                .await
             }
         }
     }
@@ -261,6 +440,7 @@ impl TokenBroker {
     /// Runs one token-endpoint request and records its outcome and latency.
     async fn timed(
         &self,
+        app: &str,
         grant: &str,
         request: impl std::future::Future<Output = Result<Issued, TokenError>>,
     ) -> Result<Issued, TokenError> {
@@ -272,7 +452,23 @@ impl TokenBroker {
         };
         self.metrics
             .request(grant, outcome, started.elapsed().as_secs_f64());
+        self.metrics.app_request(app, outcome);
         result
+    }
+
+    /// Writes the outcome of a token request to the store in the background: health is for
+    /// operators, and a login must not wait on that write.
+    fn record_health(&self, account_id: i64, outcome: Result<i64, GrantFailure>) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let result = match &outcome {
+                Ok(expires_at) => store.record_grant_success(account_id, *expires_at).await,
+                Err(failure) => store.record_grant_failure(account_id, failure).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(account_id, error = %e, "could not record grant health");
+            }
+        });
     }
 
     /// Handles a failed request: marks dead grants in the store, logs, starts the hold-off,
@@ -298,6 +494,17 @@ impl TokenBroker {
             |attempt| self.backoff.hold_off(class, attempt, retry_after, jitter),
         );
 
+        let step = next_step(class, &codes, &account.name);
+        let reason = format!("{}; next step: {step}", status_reason(&error));
+        self.record_health(
+            account.id,
+            Err(GrantFailure {
+                at: unix(SystemTime::now()),
+                class: class.as_str().to_owned(),
+                codes: codes.clone(),
+                reason: reason.clone(),
+            }),
+        );
         if class.is_temporary() {
             tracing::warn!(
                 account = %account.name,
@@ -322,24 +529,45 @@ impl TokenBroker {
             class = %class,
             codes = ?codes,
             error = %error,
+            next_step = %step,
             "token request refused"
         );
-        if class == FailureClass::Reconsent {
-            let reason = status_reason(&error);
-            if let Err(e) = self
-                .store
-                .set_status(account.id, AccountStatus::NeedsReconsent, Some(&reason))
-                .await
-            {
-                tracing::warn!(
+        if needs_sign_in(class) {
+            match self.store.mark_needs_reconsent(account.id, &reason).await {
+                Ok(true) => {
+                    if let Some(observer) = &self.observer {
+                        observer.needs_reconsent(&ReconsentEvent {
+                            account: account.name.clone(),
+                            mailbox: account.mailbox.clone(),
+                            app: account.app.clone(),
+                            class,
+                            codes,
+                            reason,
+                        });
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
                     account = %account.name,
                     error = %e,
                     "could not mark account as needing re-consent"
-                );
+                ),
             }
         }
         Err(error)
     }
+}
+
+/// Whether a provider error is the password grant's "wrong user name or password".
+fn is_wrong_password(error: &TokenError) -> bool {
+    matches!(error, TokenError::Provider { codes, .. }
+        if codes.iter().any(|c| WRONG_PASSWORD_CODES.contains(c)))
+}
+
+/// Unix seconds of `time` (0 before 1970).
+fn unix(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A short, secret-free reason for the account status, e.g. `AADSTS70008: The provided
@@ -375,6 +603,7 @@ fn status_reason(error: &TokenError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::FailureClass;
 
     fn provider(error: &str, codes: Vec<u32>, description: &str) -> TokenError {
         TokenError::Provider {

@@ -93,6 +93,17 @@ impl Slot {
         }
     }
 
+    /// The failure still being held off at `now`, whatever token is cached: what a forced
+    /// refresh must respect.
+    pub fn held_off(&self, now: Instant) -> Option<TokenError> {
+        let state = self.state();
+        let failure = state.failure.as_ref().filter(|f| f.until > now)?;
+        Some(TokenError::BackingOff {
+            retry_after: failure.until - now,
+            last: Box::new(failure.error.clone()),
+        })
+    }
+
     /// Stores a fresh token and forgets any failure (a success ends the backoff).
     pub fn store(&self, token: CachedToken) {
         let mut state = self.state();
@@ -214,6 +225,22 @@ mod tests {
             }),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn held_off_ignores_the_cached_token() {
+        let now = Instant::now();
+        let slot = Slot::default();
+        slot.store(token(now, Duration::from_secs(3600)));
+        assert!(slot.held_off(now).is_none());
+        slot.record_failure(TokenError::Network("down".into()), now, None, |_| {
+            Duration::from_secs(10)
+        });
+        assert!(matches!(
+            slot.held_off(now),
+            Some(TokenError::BackingOff { .. })
+        ));
+        assert!(slot.held_off(now + Duration::from_secs(11)).is_none());
     }
 
     #[tokio::test]

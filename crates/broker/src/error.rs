@@ -38,6 +38,9 @@ pub enum TokenError {
     /// The credential store failed (reading or persisting the refresh token): transient.
     #[error("credential store: {0}")]
     Store(String),
+    /// The app's certificate credential could not produce a client assertion.
+    #[error("client assertion: {0}")]
+    Credential(String),
     /// A recent failure for this account has not been retried yet, to protect the endpoint.
     #[error("backing off for {retry_after:?} after: {last}")]
     BackingOff {
@@ -53,7 +56,7 @@ impl TokenError {
         match self {
             TokenError::Provider { class, .. } => *class,
             TokenError::Network(_) | TokenError::Store(_) => FailureClass::Transient,
-            TokenError::UnknownApp(_) => FailureClass::Configuration,
+            TokenError::UnknownApp(_) | TokenError::Credential(_) => FailureClass::Configuration,
             TokenError::NoRefreshToken => FailureClass::Reconsent,
             TokenError::BackingOff { last, .. } => last.class(),
         }

@@ -11,25 +11,38 @@
 //! - `transport`: reqwest behind `oauth2`, remembering status and `Retry-After`;
 //! - `app`: one app registration's HTTP + OAuth client and its two grants;
 //! - `cache` and `backoff`: per-account token, single-flight lock, and failure hold-off;
-//! - `broker`: the [`TokenBroker`] tying them together, with its metrics.
+//! - `broker`: the [`TokenBroker`] tying them together, with its metrics;
+//! - `assertion`: certificate credentials (signed `client_assertion` JWTs);
+//! - [`consent`]: onboarding by device code or browser sign-in (auth code + PKCE);
+//! - `advice`: the operator's next step for a failure; `notify`: the re-consent hook;
+//! - `refresher`: background refresh of idle delegated grants before they expire.
 
 #![forbid(unsafe_code)]
 
+mod advice;
 mod app;
+mod assertion;
 mod backoff;
 mod broker;
 mod cache;
 pub mod classify;
+pub mod consent;
 mod entra;
 mod error;
 mod metrics;
+mod notify;
+mod refresher;
 mod transport;
 
 #[cfg(test)]
 mod tests;
 
+pub use advice::next_step;
 pub use app::{AppRegistration, DEFAULT_APP_SCOPE, DEFAULT_DELEGATED_SCOPES};
+pub use assertion::{AssertionAlgorithm, ClientCertificate};
 pub use backoff::NEGATIVE_TTL;
-pub use broker::{AccessToken, BrokerSettings, TokenBroker};
+pub use broker::{AccessToken, BrokerSettings, PasswordGrantError, TokenBroker};
 pub use classify::{classify, FailureClass};
 pub use error::{BrokerError, TokenError};
+pub use notify::{GrantObserver, Notifier, NotifySettings, ReconsentEvent};
+pub use refresher::{run_background_refresh, RefreshPolicy};

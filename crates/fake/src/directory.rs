@@ -58,6 +58,9 @@ struct Switches {
     not_connected: bool,
     /// Client ids of apps holding FullAccess on this mailbox.
     app_access: HashSet<String>,
+    /// Users (lower-case UPNs) holding FullAccess on this mailbox: their delegated tokens
+    /// open it with `user=` set to this mailbox (a shared mailbox).
+    delegates: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -328,6 +331,20 @@ impl Directory {
         self.with_switches(address, |s| {
             s.app_access.insert(client_id.to_string());
         });
+    }
+
+    /// `Add-MailboxPermission -User <delegate> -AccessRights FullAccess`: the delegate's own
+    /// token opens this (shared) mailbox when `user=` names it (EXCHANGE.md §2.1).
+    pub fn grant_delegate_access(&self, delegate: &str, address: &str) {
+        self.with_switches(address, |s| {
+            s.delegates.insert(key(delegate));
+        });
+    }
+
+    pub fn delegate_has_access(&self, delegate: &str, address: &str) -> bool {
+        self.lock()
+            .get(&key(address))
+            .is_some_and(|e| e.switches.delegates.contains(&key(delegate)))
     }
 
     pub fn app_has_access(&self, client_id: &str, address: &str) -> bool {

@@ -1,5 +1,5 @@
-//! [`FakeExchange`]: starts the fake tenant (the IMAP service and the token endpoint) on
-//! loopback ports and stops it when dropped.
+//! [`FakeExchange`]: starts the fake tenant (the IMAP, POP3 and SMTP submission services and
+//! the token endpoint) on loopback ports and stops it when dropped.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +12,8 @@ use crate::entra::{self, FakeEntra};
 use crate::ids;
 use crate::imap;
 use crate::pki::TestPki;
+use crate::pop3::{self, Pop3Switches};
+use crate::smtp::{self, SmtpSwitches, TlsMode};
 
 /// How to start the fake. `Default` gives Exchange Online's behaviour.
 #[derive(Debug, Clone)]
@@ -39,6 +41,11 @@ pub struct FakeExchange {
     directory: Directory,
     entra: FakeEntra,
     imap_addr: SocketAddr,
+    pop3_addr: SocketAddr,
+    pop3: Pop3Switches,
+    smtp_addr: SocketAddr,
+    smtp_implicit_addr: SocketAddr,
+    smtp: SmtpSwitches,
     entra_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -53,6 +60,14 @@ impl FakeExchange {
         let entra = FakeEntra::new(&options.tenant, directory.clone());
 
         let imap_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let pop3_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let pop3_addr = pop3_listener.local_addr()?;
+        let pop3 = Pop3Switches::default();
+        let smtp_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let smtp_implicit_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let smtp_addr = smtp_listener.local_addr()?;
+        let smtp_implicit_addr = smtp_implicit_listener.local_addr()?;
+        let smtp = SmtpSwitches::default();
         let entra_listener = TcpListener::bind("127.0.0.1:0").await?;
         let imap_addr = imap_listener.local_addr()?;
         let entra_addr = entra_listener.local_addr()?;
@@ -66,7 +81,30 @@ impl FakeExchange {
                 directory.clone(),
                 imap_listener,
                 tls.clone(),
+                backend.clone(),
+            )),
+            tokio::spawn(pop3::serve(
+                directory.clone(),
+                pop3.clone(),
+                pop3_listener,
+                tls.clone(),
+                backend.clone(),
+            )),
+            tokio::spawn(smtp::serve(
+                directory.clone(),
+                smtp.clone(),
+                smtp_listener,
+                tls.clone(),
+                backend.clone(),
+                TlsMode::StartTls,
+            )),
+            tokio::spawn(smtp::serve(
+                directory.clone(),
+                smtp.clone(),
+                smtp_implicit_listener,
+                tls.clone(),
                 backend,
+                TlsMode::Implicit,
             )),
             tokio::spawn(entra::serve(entra.clone(), entra_listener, tls)),
         ];
@@ -76,6 +114,11 @@ impl FakeExchange {
             directory,
             entra,
             imap_addr,
+            pop3_addr,
+            pop3,
+            smtp_addr,
+            smtp_implicit_addr,
+            smtp,
             entra_addr,
             tasks,
         })
@@ -84,6 +127,33 @@ impl FakeExchange {
     /// The implicit-TLS IMAP address (the fake `outlook.office365.com:993`).
     pub fn imap_addr(&self) -> SocketAddr {
         self.imap_addr
+    }
+
+    /// The implicit-TLS POP3 address (the fake `outlook.office365.com:995`).
+    pub fn pop3_addr(&self) -> SocketAddr {
+        self.pop3_addr
+    }
+
+    /// The POP3 service's switches (inline XOAUTH2 rejection and its counter).
+    pub fn pop3(&self) -> &Pop3Switches {
+        &self.pop3
+    }
+
+    /// The submission address with STARTTLS (the fake `smtp.office365.com:587`).
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.smtp_addr
+    }
+
+    /// The same submission service with implicit TLS, which Exchange Online does not offer
+    /// (EXCHANGE.md §1.1); it exercises oxbridge's implicit-TLS upstream option, which
+    /// other providers (Gmail's 465) need.
+    pub fn smtp_implicit_addr(&self) -> SocketAddr {
+        self.smtp_implicit_addr
+    }
+
+    /// The submission service's switches and the messages it accepted.
+    pub fn smtp(&self) -> &SmtpSwitches {
+        &self.smtp
     }
 
     /// `https://127.0.0.1:PORT`; the token URL is `{authority}/{tenant}/oauth2/v2.0/token`.

@@ -1,5 +1,5 @@
-//! A faithful fake of Exchange Online (IMAP today; POP3 and SMTP share the same
-//! [`Directory`]) and of Entra ID's token endpoint, for end-to-end tests, benchmarks and
+//! A faithful fake of Exchange Online (IMAP and POP3 serve one shared [`Directory`]; SMTP
+//! delivers into it) and of Entra ID's token endpoint, for end-to-end tests, benchmarks and
 //! `oxbridge demo`.
 //!
 //! The fake reproduces what EXCHANGE.md records about the real services byte for byte where
@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+mod conn;
 pub mod directory;
 pub mod entra;
 pub mod exchange;
@@ -23,10 +24,14 @@ pub mod imap;
 pub mod mailbox;
 pub mod message;
 pub mod pki;
+pub mod pop3;
 mod service;
+pub mod smtp;
 pub mod xoauth2;
 
 pub use directory::{Directory, IssuedToken, XoauthLogin};
 pub use entra::{FakeEntra, InjectedError};
 pub use exchange::{FakeExchange, FakeOptions};
 pub use pki::TestPki;
+pub use pop3::Pop3Switches;
+pub use smtp::{SmtpSwitches, Submission};

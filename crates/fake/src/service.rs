@@ -13,7 +13,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Most connections one fake service serves at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 2048;
+const MAX_CONNECTIONS: usize = 16_384;
 /// Bound on a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

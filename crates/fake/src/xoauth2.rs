@@ -111,7 +111,9 @@ pub fn check(
         if !directory.app_has_access(&token.client_id, &mailbox) {
             return Err(Refusal::NoAppAccess);
         }
-    } else if !token.subject.eq_ignore_ascii_case(blob.user.trim()) {
+    } else if !token.subject.eq_ignore_ascii_case(blob.user.trim())
+        && !directory.delegate_has_access(&token.subject, &mailbox)
+    {
         return Err(Refusal::WrongUser);
     }
     if !directory.protocol_enabled(&mailbox, protocol) {

@@ -1,11 +1,14 @@
 //! The upstream IMAP login: greeting, CAPABILITY, AUTHENTICATE XOAUTH2, post-auth CAPABILITY.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use imap_proto::{Capability, Response, ResponseCode, Status};
 use tokio::io::AsyncWriteExt;
 
+use oxbridge_wire::pool::Pool;
 use oxbridge_wire::sasl::{BearerMechanism, XOAuth2};
 use oxbridge_wire::upstream::read_line;
 use oxbridge_wire::{
@@ -19,16 +22,65 @@ const NO: u8 = 2;
 /// Logs in to an upstream IMAP server with XOAUTH2.
 ///
 /// Whether the upstream takes SASL-IR is learned once (from its pre-auth CAPABILITY) and
-/// remembered, so later logins skip that round trip.
+/// remembered, so later logins skip that round trip. With SASL-IR, the post-auth CAPABILITY
+/// (whose answer the client's tagged OK carries, and which reveals Exchange's
+/// "authenticated but not connected" state before the client is told it is in) is pipelined
+/// behind AUTHENTICATE, so a login costs one round trip after the greeting.
+///
+/// With a pool, connections are opened and greeted ahead of need, so a login costs only
+/// the AUTHENTICATE round trip.
 #[derive(Debug, Default)]
 pub struct ImapBackEnd {
     sasl_ir: AtomicU8,
+    pool: Option<Pool<Greeted>>,
+    pool_kept: OnceLock<()>,
+}
+
+/// A connection whose greeting has been read.
+#[derive(Debug)]
+struct Greeted {
+    stream: UpstreamStream,
+    buf: BytesMut,
 }
 
 impl ImapBackEnd {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A back-end keeping `size` greeted connections ready, each for at most `ttl`.
+    pub fn with_pool(size: usize, ttl: Duration) -> Self {
+        Self {
+            pool: (size > 0).then(|| Pool::new(size, ttl)),
+            ..Self::default()
+        }
+    }
+
+    /// A greeted connection: from the pool if one is ready (refilling it), else a new one.
+    async fn greeted(&self, endpoint: &UpstreamEndpoint) -> Result<(Greeted, bool), UpstreamError> {
+        let Some(pool) = &self.pool else {
+            return Ok((greet(endpoint.clone()).await?, false));
+        };
+        let endpoint = Arc::new(endpoint.clone());
+        let opener = {
+            let endpoint = endpoint.clone();
+            move || greet((*endpoint).clone())
+        };
+        self.pool_kept
+            .get_or_init(|| pool.keep_fresh(opener.clone()));
+        let taken = pool.take();
+        pool.refill(opener);
+        match taken {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((greet((*endpoint).clone()).await?, false)),
+        }
+    }
+}
+
+async fn greet(endpoint: UpstreamEndpoint) -> Result<Greeted, UpstreamError> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let stream = connect(&endpoint, &mut buf).await?;
+    Ok(Greeted { stream, buf })
 }
 
 impl BackEnd for ImapBackEnd {
@@ -38,24 +90,35 @@ impl BackEnd for ImapBackEnd {
         mailbox: &str,
         token: &Secret,
     ) -> Result<UpstreamSession, UpstreamError> {
-        tokio::time::timeout(
-            endpoint.login_timeout,
-            self.login_inner(endpoint, mailbox, token),
-        )
+        tokio::time::timeout(endpoint.login_timeout, async {
+            let (conn, pooled) = self.greeted(endpoint).await?;
+            match self.authenticate(conn, mailbox, token).await {
+                // The upstream may have dropped a pooled connection meanwhile: retry fresh.
+                Err(e) if pooled && !e.is_rejection() => {
+                    tracing::debug!(error = %e, "pooled upstream connection failed; retrying");
+                    let conn = greet(endpoint.clone()).await?;
+                    self.authenticate(conn, mailbox, token).await
+                }
+                result => result,
+            }
+        })
         .await
         .map_err(|_| UpstreamError::Timeout("IMAP login"))?
     }
 }
 
 impl ImapBackEnd {
-    async fn login_inner(
+    /// AUTHENTICATE XOAUTH2 on a greeted connection, and the post-auth CAPABILITY.
+    async fn authenticate(
         &self,
-        endpoint: &UpstreamEndpoint,
+        conn: Greeted,
         mailbox: &str,
         token: &Secret,
     ) -> Result<UpstreamSession, UpstreamError> {
-        let mut buf = BytesMut::with_capacity(4096);
-        let mut stream = connect(endpoint, &mut buf).await?;
+        let Greeted {
+            mut stream,
+            mut buf,
+        } = conn;
 
         let sasl_ir = match self.sasl_ir.load(Ordering::Relaxed) {
             UNKNOWN => {
@@ -70,10 +133,10 @@ impl ImapBackEnd {
 
         let response = XOAuth2::initial_response(mailbox, token);
         if sasl_ir {
-            let mut command = Vec::with_capacity(response.len() + 32);
+            let mut command = Vec::with_capacity(response.len() + 48);
             command.extend_from_slice(b"A1 AUTHENTICATE XOAUTH2 ");
             command.extend_from_slice(response.expose());
-            command.extend_from_slice(b"\r\n");
+            command.extend_from_slice(b"\r\nA2 CAPABILITY\r\n");
             write(&mut stream, &command).await?;
             zeroize_vec(command);
         } else {
@@ -126,7 +189,10 @@ impl ImapBackEnd {
                 _ => {}
             }
         }
-        if capabilities.is_none() {
+        if sasl_ir {
+            // The pipelined CAPABILITY's answer; it supersedes any list in the tagged OK.
+            capabilities = Some(read_capability(&mut stream, &mut buf, "A2").await?);
+        } else if capabilities.is_none() {
             capabilities = Some(capability(&mut stream, &mut buf, "A2").await?);
         }
         Ok(UpstreamSession {
@@ -199,6 +265,15 @@ async fn capability(
     tag: &str,
 ) -> Result<String, UpstreamError> {
     write(stream, format!("{tag} CAPABILITY\r\n").as_bytes()).await?;
+    read_capability(stream, buf, tag).await
+}
+
+/// Reads the answer to a CAPABILITY command already sent with `tag`.
+async fn read_capability(
+    stream: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    tag: &str,
+) -> Result<String, UpstreamError> {
     let mut found = String::new();
     loop {
         let line = read_line(stream, buf).await?;

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use oxbridge_wire::line::{next_line, trim_eol};
-use oxbridge_wire::sasl::{self, SaslError, LOGIN_PASSWORD_PROMPT, LOGIN_USER_PROMPT};
+use oxbridge_wire::password_sasl::{PasswordExchange, PasswordMechanism, Step};
+use oxbridge_wire::sasl::SaslError;
 use oxbridge_wire::{FrontEnd, Login, LoginRejection, Next, Protocol, Secret, UpstreamSession};
 
 use crate::parse::{assemble, parse_command, Assembled, Command};
@@ -48,18 +49,14 @@ enum State {
     /// Waiting for a tagged command.
     Command,
     /// In an AUTHENTICATE exchange, waiting for a client response line.
-    Authenticate { tag: String, step: SaslStep },
+    Authenticate {
+        tag: String,
+        exchange: PasswordExchange,
+    },
     /// A login is with the driver; no input is processed until it answers.
     LoggingIn { tag: String, verb: &'static str },
     /// Closing.
     Done,
-}
-
-#[derive(Debug)]
-enum SaslStep {
-    Plain,
-    LoginUser,
-    LoginPassword { user: String },
 }
 
 /// One client connection's pre-auth IMAP dialog.
@@ -186,77 +183,42 @@ impl ImapFrontEnd {
         initial_response: Option<Vec<u8>>,
         out: &mut Vec<u8>,
     ) -> Option<Next> {
-        let step = match mechanism {
-            "PLAIN" => SaslStep::Plain,
-            "LOGIN" => SaslStep::LoginUser,
-            _ => {
-                out.extend_from_slice(
-                    format!("{tag} NO Unsupported authentication mechanism.\r\n").as_bytes(),
-                );
-                return None;
-            }
+        let Some(mechanism) = PasswordMechanism::from_name(mechanism) else {
+            out.extend_from_slice(
+                format!("{tag} NO Unsupported authentication mechanism.\r\n").as_bytes(),
+            );
+            return None;
         };
-        match initial_response {
-            Some(response) => self.sasl_response(tag, step, &response, out),
-            None => {
-                let prompt = match step {
-                    SaslStep::Plain => "",
-                    _ => LOGIN_USER_PROMPT,
-                };
-                out.extend_from_slice(format!("+ {prompt}\r\n").as_bytes());
-                self.state = State::Authenticate { tag, step };
-                None
-            }
-        }
+        let (exchange, step) = PasswordExchange::start(mechanism, initial_response.as_deref());
+        self.sasl_step(tag, exchange, step, out)
     }
 
-    /// One client response in an AUTHENTICATE exchange.
-    fn sasl_response(
+    /// Acts on one step of an AUTHENTICATE exchange.
+    fn sasl_step(
         &mut self,
         tag: String,
-        step: SaslStep,
-        line: &[u8],
+        exchange: PasswordExchange,
+        step: Step,
         out: &mut Vec<u8>,
     ) -> Option<Next> {
         self.state = State::Command;
-        let decoded = match sasl::decode_response(line) {
-            Ok(decoded) => decoded,
-            Err(SaslError::Cancelled) => {
-                out.extend_from_slice(format!("{tag} BAD AUTHENTICATE cancelled.\r\n").as_bytes());
-                return None;
-            }
-            Err(_) => {
-                out.extend_from_slice(format!("{tag} BAD Invalid SASL argument.\r\n").as_bytes());
-                return None;
-            }
-        };
         match step {
-            SaslStep::Plain => match sasl::decode_plain(&decoded) {
-                Ok(credentials) => {
-                    Some(self.login(tag, "AUTHENTICATE", credentials.user, credentials.password))
-                }
-                Err(_) => {
-                    out.extend_from_slice(
-                        format!("{tag} BAD Invalid SASL argument.\r\n").as_bytes(),
-                    );
-                    None
-                }
-            },
-            SaslStep::LoginUser => match decoded.expose_str() {
-                Some(user) => {
-                    out.extend_from_slice(format!("+ {LOGIN_PASSWORD_PROMPT}\r\n").as_bytes());
-                    self.state = State::Authenticate {
-                        tag,
-                        step: SaslStep::LoginPassword {
-                            user: user.to_string(),
-                        },
-                    };
-                    None
-                }
-                None => Some(self.failed(tag, LoginRejection::BadCredentials, out)),
-            },
-            SaslStep::LoginPassword { user } => {
-                Some(self.login(tag, "AUTHENTICATE", user, decoded))
+            Step::Challenge(challenge) => {
+                out.extend_from_slice(format!("+ {challenge}\r\n").as_bytes());
+                self.state = State::Authenticate { tag, exchange };
+                None
+            }
+            Step::Done { user, password } => Some(self.login(tag, "AUTHENTICATE", user, password)),
+            Step::Failed(SaslError::Cancelled) => {
+                out.extend_from_slice(format!("{tag} BAD AUTHENTICATE cancelled.\r\n").as_bytes());
+                None
+            }
+            Step::Failed(SaslError::UserNotUtf8) => {
+                Some(self.failed(tag, LoginRejection::BadCredentials, out))
+            }
+            Step::Failed(_) => {
+                out.extend_from_slice(format!("{tag} BAD Invalid SASL argument.\r\n").as_bytes());
+                None
             }
         }
     }
@@ -311,17 +273,18 @@ impl FrontEnd for ImapFrontEnd {
                     self.state = State::LoggingIn { tag, verb };
                     return Next::Read;
                 }
-                State::Authenticate { tag, step } => {
+                State::Authenticate { tag, mut exchange } => {
                     let len = match next_line(input, self.settings.max_line) {
                         Ok(Some(len)) => len,
                         Ok(None) => {
-                            self.state = State::Authenticate { tag, step };
+                            self.state = State::Authenticate { tag, exchange };
                             return Next::Read;
                         }
                         Err(_) => return self.bye(out, "Line too long."),
                     };
                     let line = input.split_to(len);
-                    if let Some(next) = self.sasl_response(tag, step, trim_eol(&line), out) {
+                    let step = exchange.respond(trim_eol(&line));
+                    if let Some(next) = self.sasl_step(tag, exchange, step, out) {
                         return next;
                     }
                 }

@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the proxy in front of a built-in fake Exchange Online with a demo account.
     Demo(DemoArgs),
     /// Manage accounts.
-    Account(AccountArgs),
+    Account(Box<AccountArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -82,15 +82,51 @@ pub struct PasswordSource {
     pub password_file: Option<PathBuf>,
 }
 
+/// A password for `passwd`, which needs none to revoke or list.
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct OptionalPasswordSource {
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Read the password from a file.
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct GrantSource {
-    /// App-only access with the app's client credentials.
+    /// App-only access with the app's client credentials (secret or certificate).
     #[arg(long)]
     pub client_credentials: bool,
     /// Import a delegated refresh token from a file.
     #[arg(long, value_name = "PATH")]
     pub refresh_token_file: Option<PathBuf>,
+    /// Sign in now with the device-code flow (works headless, e.g. over `docker exec`).
+    #[arg(long)]
+    pub device_code: bool,
+    /// Sign in now in a browser (authorization code + PKCE, loopback redirect).
+    #[arg(long)]
+    pub browser: bool,
+    /// Resource-owner password grant: the local password is the user's Entra password and
+    /// Entra checks it (needs `allow_password_grant = true` on the app; the weakest option).
+    #[arg(long)]
+    pub password_grant: bool,
+}
+
+/// How an interactive sign-in runs (`consent`, `add --device-code|--browser`).
+#[derive(Debug, Args)]
+pub struct SignInOptions {
+    /// Pre-fill the sign-in page with this user (browser sign-in).
+    #[arg(long, value_name = "UPN")]
+    pub login_hint: Option<String>,
+    /// Port of the loopback redirect `http://localhost:PORT/` (browser; 0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub redirect_port: u16,
+    /// How long to wait for the browser's redirect, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub browser_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,8 +144,14 @@ pub enum AccountCommand {
         /// Protocols the account may use.
         #[arg(long, value_delimiter = ',', default_value = "imap,pop3,smtp")]
         protocols: Vec<String>,
+        /// A different XOAUTH2 user= for one protocol, e.g. `smtp=delegate@contoso.com`
+        /// (repeatable): a shared mailbox over IMAP/POP3, its delegate over SMTP.
+        #[arg(long = "identity", value_name = "PROTOCOL=MAILBOX")]
+        identities: Vec<String>,
         #[command(flatten)]
         grant: GrantSource,
+        #[command(flatten)]
+        sign_in: SignInOptions,
         #[command(flatten)]
         password: PasswordSource,
     },
@@ -127,11 +169,43 @@ pub enum AccountCommand {
     },
     /// Remove an account.
     Remove { user: String },
-    /// Set an account's local password.
+    /// Set an account's local password, or manage its named app passwords.
+    ///
+    /// Without --add/--revoke/--list, replaces the password named "default".
     Passwd {
         user: String,
+        /// Add a named password (one per device or application).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["revoke", "list"])]
+        add: Option<String>,
+        /// Revoke one named password; the others and the grant stay as they are.
+        #[arg(long, value_name = "NAME", conflicts_with = "list")]
+        revoke: Option<String>,
+        /// List the account's passwords with creation and last-use times.
+        #[arg(long)]
+        list: bool,
         #[command(flatten)]
-        password: PasswordSource,
+        password: OptionalPasswordSource,
+    },
+    /// Sign in again for a delegated account (device code by default, or --browser) and
+    /// store the new refresh token; the account becomes active.
+    Consent {
+        user: String,
+        /// Use a browser on this machine (auth code + PKCE) instead of a device code.
+        #[arg(long)]
+        browser: bool,
+        #[command(flatten)]
+        sign_in: SignInOptions,
+    },
+    /// Set or clear the XOAUTH2 user= an account presents for one protocol.
+    Identity {
+        user: String,
+        /// imap, pop3 or smtp.
+        protocol: String,
+        /// The mailbox to present; omit with --clear to use the account's mailbox again.
+        #[arg(required_unless_present = "clear")]
+        mailbox: Option<String>,
+        #[arg(long, conflicts_with = "mailbox")]
+        clear: bool,
     },
     /// Replace an account's refresh token (after re-consent) and mark it active.
     ImportToken {

@@ -112,6 +112,8 @@ fn demo_config(
         ca_file: Some(ca_file.to_path_buf()),
         server_name: Some("outlook.office365.com".into()),
         connect_timeout_secs: 10,
+        pool_size: 0,
+        pool_ttl_secs: 20,
     };
     config.apps = vec![AppConfig {
         name: "demo".into(),
@@ -123,6 +125,10 @@ fn demo_config(
         scopes: Vec::new(),
         app_scope: None,
         ca_file: Some(ca_file.to_path_buf()),
+        certificate: None,
+        private_key: None,
+        assertion: None,
+        allow_password_grant: false,
     }];
     Ok(config)
 }

@@ -5,9 +5,12 @@
 
 mod account;
 mod cli;
+mod consent;
 mod demo;
 mod logging;
+mod loopback;
 mod secret_input;
+mod when;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +23,8 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Each proxied session holds two descriptors; use all the host allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +40,7 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(&config).await,
             Command::CheckConfig { config } => check_config(&config),
             Command::Demo(args) => demo::run(args).await,
-            Command::Account(args) => account::run(args).await,
+            Command::Account(args) => account::run(*args).await,
         }
     });
     match result {

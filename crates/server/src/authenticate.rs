@@ -1,21 +1,69 @@
 //! Turning a legacy login into an authenticated upstream connection: verify the local
-//! password, check the account may use this protocol, get a token, log in upstream.
+//! password, check the account may use this protocol, get a token, log in upstream. A relay
+//! request (SMTP without login, from a network a relay rule covers) takes the same path from
+//! the rule's account on, after the rule has vetted the envelope sender.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use oxbridge_broker::{FailureClass, TokenBroker};
-use oxbridge_store::{Account, AccountStatus, CredentialStore};
-use oxbridge_wire::{BackEnd, Login, LoginRejection, UpstreamEndpoint, UpstreamSession};
+use oxbridge_broker::{FailureClass, PasswordGrantError, TokenBroker};
+use oxbridge_store::{Account, AccountStatus, CredentialStore, GrantKind};
+use oxbridge_wire::{
+    BackEnd, FrontEnd, Login, LoginRejection, Next, Protocol, RelayRejection, RelayRequest,
+    UpstreamEndpoint, UpstreamError, UpstreamSession,
+};
 
 use crate::metrics::Metrics;
+use crate::relay::{RelayRule, RelayRules};
 
 /// Resolves logins through the store, the broker and a protocol's back-end.
 pub struct Authenticator {
     pub store: Arc<dyn CredentialStore>,
     pub broker: Arc<TokenBroker>,
     pub metrics: Metrics,
+    /// Which client networks may submit without logging in (SMTP).
+    pub relay: RelayRules,
 }
+
+/// Why a login or relay request did not reach the splice, in the form the front-end must
+/// hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Login(LoginRejection),
+    /// The upstream refused the account's token, in these words (its final reply).
+    Upstream(String),
+    Relay(RelayRejection),
+}
+
+impl From<LoginRejection> for Refusal {
+    fn from(why: LoginRejection) -> Self {
+        Refusal::Login(why)
+    }
+}
+
+impl Refusal {
+    /// A short label for metrics and the audit log.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::Login(why) => why.as_str(),
+            Refusal::Upstream(_) => LoginRejection::UpstreamRejected.as_str(),
+            Refusal::Relay(why) => why.as_str(),
+        }
+    }
+
+    /// Has the front-end write the client's reply; returns what the driver does next.
+    pub fn tell<F: FrontEnd>(self, front: &mut F, out: &mut Vec<u8>) -> Next {
+        match self {
+            Refusal::Login(why) => front.login_failed(why, out),
+            Refusal::Upstream(reply) => front.upstream_refused(&reply, out),
+            Refusal::Relay(why) => front.relay_refused(why, out),
+        }
+    }
+}
+
+/// What resolving a request produced: the session and its account, or why not (with the
+/// mailbox, when known, for the audit log).
+type Resolved = Result<(UpstreamSession, Account), (Refusal, Option<String>)>;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,9 +79,42 @@ impl Authenticator {
         login: &Login,
         back: &B,
         endpoint: &UpstreamEndpoint,
-    ) -> Result<UpstreamSession, LoginRejection> {
+    ) -> Result<UpstreamSession, Refusal> {
         let result = self.resolve(login, back, endpoint).await;
-        let protocol = login.protocol.as_str();
+        let audit = Audit {
+            protocol: login.protocol,
+            user: &login.user,
+            peer: login.peer,
+            method: "password",
+        };
+        self.conclude(result, audit)
+    }
+
+    /// Logs in upstream as the account of the relay rule that covers the client's address,
+    /// once the rule allows the envelope sender; records the outcome like a login.
+    pub async fn relay<B: BackEnd>(
+        &self,
+        request: &RelayRequest,
+        back: &B,
+        endpoint: &UpstreamEndpoint,
+    ) -> Result<UpstreamSession, Refusal> {
+        let rule = self.relay.rule_for(request.peer.ip());
+        let result = self.resolve_relay(rule, request, back, endpoint).await;
+        let audit = Audit {
+            protocol: request.protocol,
+            user: rule.map_or("", |r| r.account.as_str()),
+            peer: request.peer,
+            method: "relay",
+        };
+        if let Err((Refusal::Relay(why), _)) = &result {
+            tracing::info!(sender = %request.sender.escape_debug(), reason = why.as_str(), "relay refused");
+        }
+        self.conclude(result, audit)
+    }
+
+    /// Records the outcome in metrics and the audit log, and the login time in the store.
+    fn conclude(&self, result: Resolved, audit: Audit<'_>) -> Result<UpstreamSession, Refusal> {
+        let protocol = audit.protocol.as_str();
         let (outcome, mailbox) = match &result {
             Ok((_, account)) => ("ok", account.mailbox.as_str()),
             Err((why, account)) => (why.as_str(), account.as_deref().unwrap_or("")),
@@ -44,10 +125,11 @@ impl Authenticator {
             .inc();
         tracing::info!(
             target: "oxbridge::audit",
-            user = %login.user.escape_debug(),
+            user = %audit.user.escape_debug(),
             mailbox,
             protocol,
-            peer = %login.peer,
+            peer = %audit.peer,
+            method = audit.method,
             result = outcome,
             "login"
         );
@@ -70,28 +152,140 @@ impl Authenticator {
         login: &Login,
         back: &B,
         endpoint: &UpstreamEndpoint,
-    ) -> Result<(UpstreamSession, Account), (LoginRejection, Option<String>)> {
-        let account = match self.store.verify_login(&login.user, &login.password).await {
+    ) -> Resolved {
+        let verify_started = Instant::now();
+        let verified = self.store.verify_login(&login.user, &login.password).await;
+        tracing::debug!(
+            elapsed_us = verify_started.elapsed().as_micros() as u64,
+            "password verified"
+        );
+        let account = match verified {
             Ok(Some(account)) => account,
-            Ok(None) => return Err((LoginRejection::BadCredentials, None)),
+            Ok(None) => match self.password_grant_login(login).await {
+                Some(account) => account,
+                None => return Err((LoginRejection::BadCredentials.into(), None)),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable during login");
-                return Err((LoginRejection::Unavailable, None));
+                return Err((LoginRejection::Unavailable.into(), None));
             }
         };
+        self.connect(
+            account,
+            login.protocol,
+            back,
+            endpoint,
+            Some(&login.password),
+        )
+        .await
+    }
+
+    /// A password-grant account whose password is not the one Entra last accepted (the user
+    /// changed it in Entra): Entra itself checks the new one, always with a request (never a
+    /// cached token); if it accepts, the local verifier follows.
+    async fn password_grant_login(&self, login: &Login) -> Option<Account> {
+        let account = self.store.account(&login.user).await.ok()??;
+        if account.grant != GrantKind::Password || account.status != AccountStatus::Active {
+            return None;
+        }
+        match self
+            .broker
+            .verify_password_grant(&account, &login.password)
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = self
+                    .store
+                    .set_password(&account.name, &login.password)
+                    .await
+                {
+                    tracing::warn!(account = %account.name, error = %e, "could not update the password verifier");
+                }
+                Some(account)
+            }
+            Err(e) => {
+                tracing::info!(account = %account.name, error = %e, "password grant refused");
+                None
+            }
+        }
+    }
+
+    async fn resolve_relay<B: BackEnd>(
+        &self,
+        rule: Option<&RelayRule>,
+        request: &RelayRequest,
+        back: &B,
+        endpoint: &UpstreamEndpoint,
+    ) -> Resolved {
+        let Some(rule) = rule else {
+            return Err((Refusal::Relay(RelayRejection::NoRule), None));
+        };
+        if !rule.allows_sender(&request.sender) {
+            return Err((Refusal::Relay(RelayRejection::SenderNotAllowed), None));
+        }
+        let account = match self.store.account(&rule.account).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                tracing::warn!(account = %rule.account, "a relay rule names an account that does not exist");
+                return Err((LoginRejection::NotPermitted.into(), None));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable during relay");
+                return Err((LoginRejection::Unavailable.into(), None));
+            }
+        };
+        self.connect(account, request.protocol, back, endpoint, None)
+            .await
+    }
+
+    /// From a known account to an authenticated upstream session: status and protocol
+    /// checks, the access token (refreshed once if the upstream refuses a cached one), the
+    /// upstream login.
+    async fn connect<B: BackEnd>(
+        &self,
+        account: Account,
+        protocol: Protocol,
+        back: &B,
+        endpoint: &UpstreamEndpoint,
+        password: Option<&oxbridge_wire::Secret>,
+    ) -> Resolved {
         let mailbox = Some(account.mailbox.clone());
+        let refuse = |why: LoginRejection| Err((why.into(), mailbox.clone()));
         match account.status {
             AccountStatus::Active => {}
-            AccountStatus::NeedsReconsent => return Err((LoginRejection::GrantRevoked, mailbox)),
-            AccountStatus::Disabled => return Err((LoginRejection::NotPermitted, mailbox)),
+            AccountStatus::NeedsReconsent => return refuse(LoginRejection::GrantRevoked),
+            AccountStatus::Disabled => return refuse(LoginRejection::NotPermitted),
         }
-        if !account.allows(login.protocol) {
-            return Err((LoginRejection::NotPermitted, mailbox));
+        if !account.allows(protocol) {
+            return refuse(LoginRejection::NotPermitted);
         }
 
         let mut retried = false;
         loop {
-            let token = match self.broker.access_token(&account).await {
+            let token_started = Instant::now();
+            let token = match (account.grant, password) {
+                // The password grant: the login's own (locally verified) password is the
+                // credential Entra checks.
+                (GrantKind::Password, Some(password)) => {
+                    match self
+                        .broker
+                        .access_token_with_password(&account, password)
+                        .await
+                    {
+                        Ok(token) => Ok(token),
+                        Err(PasswordGrantError::WrongPassword) => {
+                            return refuse(LoginRejection::BadCredentials)
+                        }
+                        Err(PasswordGrantError::Token(e)) => Err(e),
+                    }
+                }
+                _ => self.broker.access_token(&account).await,
+            };
+            tracing::debug!(
+                elapsed_us = token_started.elapsed().as_micros() as u64,
+                "access token ready"
+            );
+            let token = match token {
                 Ok(token) => token,
                 Err(e) => {
                     let why = match e.class() {
@@ -105,14 +299,21 @@ impl Authenticator {
                         | FailureClass::Throttled => LoginRejection::Unavailable,
                     };
                     tracing::warn!(account = %account.name, error = %e, "no access token");
-                    return Err((why, mailbox));
+                    return refuse(why);
                 }
             };
             let started = Instant::now();
-            let result = back.login(endpoint, &account.mailbox, &token.secret).await;
+            // The XOAUTH2 identity may differ per protocol (shared mailbox, delegate).
+            let result = back
+                .login(endpoint, account.mailbox_for(protocol), &token.secret)
+                .await;
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "upstream login done"
+            );
             self.metrics
                 .upstream_login_seconds
-                .with_label_values(&[login.protocol.as_str()])
+                .with_label_values(&[protocol.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(session) => return Ok((session, account)),
@@ -122,15 +323,26 @@ impl Authenticator {
                     self.broker.invalidate(account.id);
                     retried = true;
                 }
-                Err(e) if e.is_rejection() => {
-                    tracing::warn!(account = %account.name, error = %e, "upstream refused the token");
-                    return Err((LoginRejection::UpstreamRejected, mailbox));
+                Err(UpstreamError::Rejected(reply)) => {
+                    tracing::warn!(account = %account.name, reply = %reply.escape_debug(), "upstream refused the token");
+                    return Err((Refusal::Upstream(reply), mailbox));
                 }
                 Err(e) => {
                     tracing::warn!(account = %account.name, upstream = %endpoint.address, error = %e, "upstream unavailable");
-                    return Err((LoginRejection::Unavailable, mailbox));
+                    return refuse(LoginRejection::Unavailable);
                 }
             }
         }
     }
+}
+
+/// Who asked, for the audit log.
+#[derive(Debug, Clone, Copy)]
+struct Audit<'a> {
+    protocol: Protocol,
+    /// The local user name, or for a relay the rule's account.
+    user: &'a str,
+    peer: std::net::SocketAddr,
+    /// `password` or `relay`.
+    method: &'static str,
 }

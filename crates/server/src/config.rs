@@ -31,6 +31,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Background refresh of idle delegated grants.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+    /// Who hears about grants that need a new sign-in.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// SMTP relay rules: networks whose devices submit without logging in.
+    #[serde(default, rename = "relay")]
+    pub relay: Vec<RelayConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -156,6 +165,17 @@ pub struct UpstreamConfig {
     pub server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Connections opened and greeted ahead of logins (0: off). Saves the connect, TLS and
+    /// greeting from each login's latency, at the cost of idle pre-auth connections.
+    #[serde(default)]
+    pub pool_size: usize,
+    /// A pooled connection is discarded after this long unused, before the upstream drops it.
+    #[serde(default = "default_pool_ttl")]
+    pub pool_ttl_secs: u64,
+}
+
+fn default_pool_ttl() -> u64 {
+    20
 }
 
 fn default_connect_timeout() -> u64 {
@@ -170,6 +190,8 @@ impl UpstreamConfig {
             ca_file: None,
             server_name: None,
             connect_timeout_secs: default_connect_timeout(),
+            pool_size: 0,
+            pool_ttl_secs: default_pool_ttl(),
         }
     }
 
@@ -200,10 +222,116 @@ pub struct AppConfig {
     pub app_scope: Option<String>,
     /// Extra trust anchors for the token endpoint.
     pub ca_file: Option<PathBuf>,
+    /// Certificate credentials: the PEM certificate uploaded to the app registration…
+    pub certificate: Option<PathBuf>,
+    /// …and its PEM RSA private key; used instead of a client secret.
+    pub private_key: Option<PathBuf>,
+    /// Client assertion signature: `ps256` (default, with `x5t#S256`) or `rs256` (`x5t`).
+    pub assertion: Option<String>,
+    /// Allow the resource-owner password grant for this app's accounts (off by default; the
+    /// weakest option: the user's Entra password on every device, no MFA).
+    #[serde(default)]
+    pub allow_password_grant: bool,
 }
 
 fn default_authority() -> String {
     "https://login.microsoftonline.com".into()
+}
+
+impl AppConfig {
+    /// Problems with the certificate keys of this `[[app]]`, labelled with `at`.
+    fn certificate_problems(&self, at: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (&self.certificate, &self.private_key) {
+            (Some(_), None) | (None, Some(_)) => problems.push(format!(
+                "{at}: certificate and private_key must be given together"
+            )),
+            (Some(cert), Some(key)) => {
+                if self.client_secret_file.is_some() || self.client_secret_env.is_some() {
+                    problems.push(format!(
+                        "{at}: give a client secret or a certificate, not both"
+                    ));
+                }
+                for (name, path) in [("certificate", cert), ("private_key", key)] {
+                    if !path.exists() {
+                        problems.push(format!("{at}: {name} {} does not exist", path.display()));
+                    }
+                }
+            }
+            (None, None) => {
+                if self.assertion.is_some() {
+                    problems.push(format!("{at}: assertion needs certificate and private_key"));
+                }
+            }
+        }
+        if let Some(assertion) = &self.assertion {
+            if !matches!(assertion.to_ascii_lowercase().as_str(), "ps256" | "rs256") {
+                problems.push(format!(
+                    "{at}: assertion {assertion:?} is not \"ps256\" or \"rs256\""
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `[grants]`: keeping idle delegated grants alive. Entra expires a refresh token after 90
+/// days without use; refreshing idle ones well before that keeps rarely used devices working.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Refresh idle delegated grants in the background (default on).
+    #[serde(default = "d_true")]
+    pub background_refresh: bool,
+    /// A grant unused for this long is refreshed (default 14 days; keep well under 90).
+    #[serde(default = "d_refresh_idle_after")]
+    pub refresh_idle_after_secs: u64,
+    /// How often accounts are checked (default hourly).
+    #[serde(default = "d_refresh_check_interval")]
+    pub refresh_check_interval_secs: u64,
+    /// Pause between two background refreshes, so they never burst (default 5 s).
+    #[serde(default = "d_refresh_spacing")]
+    pub refresh_spacing_millis: u64,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_refresh_idle_after() -> u64 {
+    14 * 24 * 3600
+}
+fn d_refresh_check_interval() -> u64 {
+    3600
+}
+fn d_refresh_spacing() -> u64 {
+    5000
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self {
+            background_refresh: true,
+            refresh_idle_after_secs: d_refresh_idle_after(),
+            refresh_check_interval_secs: d_refresh_check_interval(),
+            refresh_spacing_millis: d_refresh_spacing(),
+        }
+    }
+}
+
+/// `[notify]`: a command and/or a webhook run once each time an account starts needing a new
+/// sign-in. They get the account, mailbox, app, class, AADSTS codes and reason; no secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Program and arguments, e.g. `["/usr/local/bin/page-admin", "--team", "mail"]`; the
+    /// event is in `OXBRIDGE_EVENT`, `OXBRIDGE_ACCOUNT`, `OXBRIDGE_MAILBOX`, `OXBRIDGE_APP`,
+    /// `OXBRIDGE_CLASS`, `OXBRIDGE_CODES` and `OXBRIDGE_REASON`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// URL that receives a JSON POST per event.
+    pub webhook: Option<String>,
+    /// Extra trust anchors for the webhook.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 /// Where accounts and grants are kept.
@@ -282,6 +410,20 @@ impl Default for LimitsConfig {
     }
 }
 
+/// A `[[relay]]` rule: devices on `networks` may submit mail over SMTP without logging in,
+/// as `account`, with one of `senders` as envelope sender. Checked by
+/// [`RelayRules::from_config`](crate::relay::RelayRules::from_config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// CIDR networks (`192.0.2.0/24`) or single addresses.
+    pub networks: Vec<String>,
+    /// The local account whose mailbox and grant submit the mail.
+    pub account: String,
+    /// Envelope senders (`MAIL FROM`) the devices may use.
+    pub senders: Vec<String>,
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,12 +469,6 @@ impl Config {
             let at = format!("listener #{} ({} on {})", i + 1, l.protocol, l.listen);
             if !addresses.insert(l.listen) {
                 problems.push(format!("{at}: address used by another listener"));
-            }
-            if !matches!(l.protocol, Protocol::Imap) {
-                problems.push(format!(
-                    "{at}: protocol {} is not supported yet",
-                    l.protocol
-                ));
             }
             if l.tls == ListenerTls::Implicit && l.allow_plaintext {
                 problems.push(format!(
@@ -415,11 +551,35 @@ impl Config {
                     problems.push(format!("{at}: ca_file {} does not exist", ca.display()));
                 }
             }
+            problems.extend(app.certificate_problems(&at));
+        }
+        if self.grants.background_refresh {
+            let idle = self.grants.refresh_idle_after_secs;
+            if idle == 0 || idle >= 90 * 24 * 3600 {
+                problems.push(format!(
+                    "[grants] refresh_idle_after_secs = {idle}: must be above 0 and well under \
+                     90 days, or refresh tokens expire for inactivity first"
+                ));
+            }
+            if self.grants.refresh_check_interval_secs == 0 {
+                problems.push("[grants] refresh_check_interval_secs must be at least 1".into());
+            }
+        }
+        if let Some(url) = &self.notify.webhook {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(format!("[notify] webhook {url:?} must be an http(s) URL"));
+            }
+        }
+        if self.notify.command.first().is_some_and(|p| p.is_empty()) {
+            problems.push("[notify] command: the program must not be empty".into());
         }
         if let Some(url) = &self.store.url {
             problems.push(format!(
                 "[store] url {url:?}: only the embedded store is supported yet"
             ));
+        }
+        if let Err(relay) = crate::relay::RelayRules::from_config(&self.relay) {
+            problems.extend(relay);
         }
         if self.limits.max_connections == 0 {
             problems.push("[limits] max_connections must be at least 1".into());
@@ -516,5 +676,91 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in {all}");
         }
+    }
+
+    #[test]
+    fn smtp_listeners_and_relay_rules_parse_and_are_validated() {
+        let config = Config::parse(
+            r#"
+            [[listener]]
+            protocol = "smtp"
+            listen = "127.0.0.1:587"
+            tls = "starttls"
+            [[relay]]
+            networks = ["192.0.2.0/24"]
+            account = "scanner"
+            senders = ["scanner@contoso.com"]
+            "#,
+        )
+        .unwrap();
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert_eq!(config.relay[0].account, "scanner");
+
+        let bad = Config::parse(
+            r#"
+            [[listener]]
+            protocol = "smtp"
+            listen = "127.0.0.1:587"
+            tls = "starttls"
+            [[relay]]
+            networks = ["192.0.2.0/33"]
+            account = "scanner"
+            senders = []
+            "#,
+        )
+        .unwrap();
+        let all = bad.validate().join("\n");
+        assert!(
+            all.contains("192.0.2.0/33") && all.contains("senders must list"),
+            "{all}"
+        );
+        let unknown =
+            Config::parse("[[relay]]\nnetworks = []\naccount = \"a\"\nsenders = []\nport = 25\n");
+        assert!(unknown.unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn onboarding_keys_are_checked() {
+        let config = Config::parse(
+            r#"
+            [[listener]]
+            protocol = "imap"
+            listen = "127.0.0.1:993"
+            tls = "implicit"
+            [[app]]
+            name = "cert"
+            tenant = "t"
+            client_id = "x"
+            certificate = "/nonexistent/cert.pem"
+            assertion = "es256"
+            [[app]]
+            name = "both"
+            tenant = "t"
+            client_id = "y"
+            certificate = "/nonexistent/c.pem"
+            private_key = "/nonexistent/k.pem"
+            client_secret_env = "OXBRIDGE_TEST_UNSET_VARIABLE"
+            [grants]
+            refresh_idle_after_secs = 7776000
+            [notify]
+            webhook = "ftp://example.com/"
+            "#,
+        )
+        .unwrap();
+        let all = config.validate().join("\n");
+        for needle in [
+            "certificate and private_key must be given together",
+            "is not \"ps256\" or \"rs256\"",
+            "a client secret or a certificate, not both",
+            "private_key /nonexistent/k.pem does not exist",
+            "well under 90 days",
+            "[notify] webhook",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in {all}");
+        }
+        let defaults = Config::parse("").unwrap();
+        assert!(defaults.grants.background_refresh);
+        assert_eq!(defaults.grants.refresh_idle_after_secs, 14 * 24 * 3600);
+        assert!(defaults.notify.command.is_empty() && defaults.notify.webhook.is_none());
     }
 }

@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub mod relay;
 pub mod runtime;
 pub mod session;
 pub mod stream;

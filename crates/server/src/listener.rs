@@ -10,6 +10,8 @@ use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use oxbridge_imap::{ImapFrontEnd, ImapSettings};
+use oxbridge_pop3::{Pop3FrontEnd, Pop3Settings};
+use oxbridge_smtp::{SmtpFrontEnd, SmtpSettings};
 use oxbridge_wire::Protocol;
 
 use crate::config::{ListenerConfig, ListenerTls};
@@ -139,6 +141,32 @@ async fn session(
             };
             drive(stream, ImapFrontEnd::new(settings, peer), &shared.imap, ctx).await
         }
-        Protocol::Pop3 | Protocol::Smtp => Ok(()),
+        Protocol::Pop3 => {
+            let settings = Pop3Settings {
+                implicit_tls: spec.tls == ListenerTls::Implicit,
+                starttls: spec.tls == ListenerTls::Starttls,
+                allow_plaintext: spec.allow_plaintext,
+                max_line: limits.max_line_bytes,
+                max_commands: limits.max_pre_auth_commands,
+                max_failed_logins: limits.max_failed_logins,
+                upstream: shared.pop3.capabilities(),
+            };
+            drive(stream, Pop3FrontEnd::new(settings, peer), &shared.pop3, ctx).await
+        }
+        Protocol::Smtp => {
+            let settings = SmtpSettings {
+                implicit_tls: spec.tls == ListenerTls::Implicit,
+                starttls: spec.tls == ListenerTls::Starttls,
+                allow_plaintext: spec.allow_plaintext,
+                max_line: limits.max_line_bytes,
+                max_commands: limits.max_pre_auth_commands,
+                max_failed_logins: limits.max_failed_logins,
+                ..SmtpSettings::default()
+            };
+            // What the upstream offers, for the EHLO reply; learned once, then cached.
+            let extensions = shared.smtp.extensions(&ctx.endpoint).await;
+            let front = SmtpFrontEnd::new(settings, peer, extensions);
+            drive(stream, front, &shared.smtp, ctx).await
+        }
     }
 }

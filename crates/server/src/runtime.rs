@@ -16,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 
 use oxbridge_broker::{AppRegistration, BrokerSettings, TokenBroker};
 use oxbridge_imap::ImapBackEnd;
+use oxbridge_pop3::Pop3BackEnd;
+use oxbridge_smtp::SmtpBackEnd;
 use oxbridge_store::{CredentialStore, MasterKey, SqliteStore};
 use oxbridge_wire::splice::SpliceSettings;
 use oxbridge_wire::{tls, Protocol, Secret, UpstreamEndpoint, UpstreamTls};
@@ -25,6 +27,7 @@ use crate::authenticate::Authenticator;
 use crate::config::{Config, LimitsConfig, UpstreamTlsMode};
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::relay::RelayRules;
 
 /// What every session shares.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub authenticator: Arc<Authenticator>,
     pub imap: ImapBackEnd,
+    pub pop3: Pop3BackEnd,
+    pub smtp: SmtpBackEnd,
     pub limits: LimitsConfig,
     pub pre_auth_timeout: Duration,
     pub splice: SpliceSettings,
@@ -111,9 +116,40 @@ pub fn app_registrations(config: &Config) -> Result<Vec<AppRegistration>, String
                 delegated_scopes: app.scopes.clone(),
                 app_scope: app.app_scope.clone(),
                 extra_ca: app.ca_file.iter().cloned().collect(),
+                certificate: client_certificate(app)?,
+                allow_password_grant: app.allow_password_grant,
             })
         })
         .collect()
+}
+
+/// The `[[app]]`'s certificate credential, if it has one.
+fn client_certificate(
+    app: &crate::config::AppConfig,
+) -> Result<Option<oxbridge_broker::ClientCertificate>, String> {
+    let (Some(certificate), Some(private_key)) = (&app.certificate, &app.private_key) else {
+        return Ok(None);
+    };
+    let algorithm = match &app.assertion {
+        Some(text) => text
+            .parse()
+            .map_err(|e| format!("app {:?}: {e}", app.name))?,
+        None => oxbridge_broker::AssertionAlgorithm::default(),
+    };
+    Ok(Some(oxbridge_broker::ClientCertificate {
+        certificate: certificate.clone(),
+        private_key: private_key.clone(),
+        algorithm,
+    }))
+}
+
+/// The re-consent notification hook from `[notify]`, if one is configured.
+fn notifier(config: &Config) -> Result<Option<oxbridge_broker::Notifier>, String> {
+    oxbridge_broker::Notifier::new(&oxbridge_broker::NotifySettings {
+        command: config.notify.command.clone(),
+        webhook: config.notify.webhook.clone(),
+        webhook_ca_file: config.notify.webhook_ca_file.clone(),
+    })
 }
 
 fn endpoint(config: &Config, protocol: Protocol) -> Result<UpstreamEndpoint, String> {
@@ -171,7 +207,15 @@ impl Server {
         let broker = match (apps, &store) {
             (Some(apps), Some(store)) => {
                 let store: Arc<dyn CredentialStore> = store.clone();
+                let hook = notifier(&config)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+                    .flatten();
                 TokenBroker::new(apps, store, BrokerSettings::default(), &metrics.registry)
+                    .map(|broker| match hook {
+                        Some(hook) => broker.with_observer(Arc::new(hook)),
+                        None => broker,
+                    })
                     .map_err(|e| problems.push(format!("token broker: {e}")))
                     .ok()
             }
@@ -187,15 +231,21 @@ impl Server {
             store,
             broker: Arc::new(broker),
             metrics: metrics.clone(),
+            // `validate()` above has refused bad rules already.
+            relay: RelayRules::from_config(&config.relay).unwrap_or_default(),
         });
         let shared = Arc::new(Shared {
             metrics,
             authenticator,
-            imap: ImapBackEnd::new(),
+            imap: ImapBackEnd::with_pool(
+                config.upstream.imap.pool_size,
+                Duration::from_secs(config.upstream.imap.pool_ttl_secs.max(1)),
+            ),
+            pop3: Pop3BackEnd::new(),
+            smtp: SmtpBackEnd::new(oxbridge_smtp::HOSTNAME),
             pre_auth_timeout: Duration::from_secs(config.limits.pre_auth_timeout_secs.max(1)),
             splice: SpliceSettings {
                 idle_timeout: Some(Duration::from_secs(config.limits.idle_timeout_secs.max(1))),
-                ..SpliceSettings::default()
             },
             limits: config.limits.clone(),
             tls: ArcSwap::new(tls),
@@ -208,6 +258,19 @@ impl Server {
     /// accepting, reports unready, and waits up to the grace period for sessions to end.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        if self.config.grants.background_refresh {
+            let grants = &self.config.grants;
+            tokio::spawn(oxbridge_broker::run_background_refresh(
+                self.shared.authenticator.broker.clone(),
+                self.shared.authenticator.store.clone(),
+                oxbridge_broker::RefreshPolicy {
+                    idle_after: Duration::from_secs(grants.refresh_idle_after_secs),
+                    check_every: Duration::from_secs(grants.refresh_check_interval_secs.max(1)),
+                    spacing: Duration::from_millis(grants.refresh_spacing_millis),
+                },
+                stop_rx.clone(),
+            ));
+        }
         let max = self.config.limits.max_connections;
         let connections = Arc::new(Semaphore::new(max));
         let admin_state = Arc::new(AdminState {

@@ -1,6 +1,6 @@
 //! The session driver shared by every protocol: runs a [`FrontEnd`] over a client
-//! connection (greeting, reads, STARTTLS, the pre-auth deadline), performs the login it asks
-//! for, then splices the client with the authenticated upstream.
+//! connection (greeting, reads, STARTTLS, the pre-auth deadline), performs the login (or the
+//! SMTP relay) it asks for, then splices the client with the authenticated upstream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,8 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
     let end = loop {
         let next = front.receive(&mut input, &mut out);
         send(&mut stream, &mut out).await?;
-        match next {
+        // `replay`: client bytes that go upstream before any buffered input (a relay's MAIL).
+        let (result, replay) = match next {
             Next::Read => {
                 input.reserve(2048);
                 tokio::select! {
@@ -84,6 +85,7 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                         break End::ShuttingDown;
                     }
                 }
+                continue;
             }
             Next::StartTls => {
                 // Whatever the client pipelined behind STARTTLS is discarded unread.
@@ -106,6 +108,7 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                         return Ok(());
                     }
                 }
+                continue;
             }
             Next::Login(login) => {
                 let result = ctx
@@ -113,33 +116,48 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                     .authenticate(&login, back, &ctx.endpoint)
                     .await;
                 drop(login);
-                match result {
-                    Ok(mut upstream) => {
-                        front.login_succeeded(&upstream, &mut out);
-                        send(&mut stream, &mut out).await?;
-                        drop(front);
-                        let leftover = std::mem::take(&mut upstream.leftover);
-                        let stats = splice(
-                            &mut stream,
-                            &mut upstream.stream,
-                            &input,
-                            &leftover,
-                            ctx.splice,
-                        )
-                        .await;
-                        record_splice(&ctx, stats);
-                        break End::Spliced;
-                    }
-                    Err(why) => {
-                        let next = front.login_failed(why, &mut out);
-                        send(&mut stream, &mut out).await?;
-                        if matches!(next, Next::Close) {
-                            break End::Closed;
-                        }
-                    }
-                }
+                (result, Vec::new())
+            }
+            Next::Relay { request, replay } => {
+                let result = ctx.authenticator.relay(&request, back, &ctx.endpoint).await;
+                (result, replay)
             }
             Next::Close => break End::Closed,
+        };
+        match result {
+            Ok(mut upstream) => {
+                front.login_succeeded(&upstream, &mut out);
+                send(&mut stream, &mut out).await?;
+                drop(front);
+                // Nothing per-session stays allocated while the splice idles: the
+                // pre-auth buffers are released, pending bytes are handed over.
+                out.clear();
+                out.shrink_to_fit();
+                let mut client_pending = std::mem::take(&mut input);
+                if !replay.is_empty() {
+                    let mut joined = BytesMut::from(&replay[..]);
+                    joined.extend_from_slice(&client_pending);
+                    client_pending = joined;
+                }
+                let leftover = std::mem::take(&mut upstream.leftover);
+                let stats = splice(
+                    &mut stream,
+                    &mut upstream.stream,
+                    client_pending,
+                    leftover,
+                    ctx.splice,
+                )
+                .await;
+                record_splice(&ctx, stats);
+                break End::Spliced;
+            }
+            Err(refusal) => {
+                let next = refusal.tell(&mut front, &mut out);
+                send(&mut stream, &mut out).await?;
+                if matches!(next, Next::Close) {
+                    break End::Closed;
+                }
+            }
         }
     };
     tracing::debug!(end = ?end, "session ended");

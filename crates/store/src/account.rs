@@ -1,5 +1,6 @@
 //! What an account is: a local login name mapped to a mailbox, an Entra app and a grant.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -14,6 +15,10 @@ pub enum GrantKind {
     ClientCredentials,
     /// Delegated: a refresh token obtained by consent, sealed in the store and rotated.
     RefreshToken,
+    /// Resource-owner password grant (an explicit per-app opt-in, the weakest option): the
+    /// local password *is* the user's Entra password, and Entra checks it. No refresh token
+    /// is stored; the local verifier only mirrors the last password Entra accepted.
+    Password,
 }
 
 impl GrantKind {
@@ -22,6 +27,7 @@ impl GrantKind {
         match self {
             GrantKind::ClientCredentials => "client-credentials",
             GrantKind::RefreshToken => "refresh-token",
+            GrantKind::Password => "password",
         }
     }
 }
@@ -39,6 +45,7 @@ impl FromStr for GrantKind {
         match s {
             "client-credentials" => Ok(GrantKind::ClientCredentials),
             "refresh-token" => Ok(GrantKind::RefreshToken),
+            "password" => Ok(GrantKind::Password),
             other => Err(StoreError::Invalid(format!("unknown grant kind {other:?}"))),
         }
     }
@@ -110,6 +117,11 @@ pub struct Account {
     /// write flood.
     pub last_login_at: Option<i64>,
     pub refresh_token_updated_at: Option<i64>,
+    /// Per-protocol XOAUTH2 `user=` overrides (shared mailboxes, delegates); a protocol not
+    /// listed uses [`Account::mailbox`]. See [`Account::mailbox_for`].
+    pub identities: BTreeMap<Protocol, String>,
+    /// What the broker last saw of this account's grant, for operators and alerts.
+    pub health: GrantHealth,
 }
 
 impl Account {
@@ -117,12 +129,61 @@ impl Account {
     pub fn allows(&self, protocol: Protocol) -> bool {
         self.protocols.contains(&protocol)
     }
+
+    /// The XOAUTH2 `user=` to present upstream for `protocol`.
+    ///
+    /// One grant can open several identities: a delegate's token reads a shared mailbox over
+    /// IMAP/POP3 (`user=` the shared address) and sends as the delegate over SMTP (EXCHANGE.md
+    /// §2.1), so the identity is chosen per protocol rather than per account.
+    pub fn mailbox_for(&self, protocol: Protocol) -> &str {
+        self.identities
+            .get(&protocol)
+            .map_or(self.mailbox.as_str(), String::as_str)
+    }
+}
+
+/// The last observed state of an account's grant. Written by the broker after each token
+/// request, read by `oxbridge account list/show` (another process), hence kept in the store
+/// rather than in memory. Times are Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantHealth {
+    /// Last successful token request.
+    pub last_refresh_at: Option<i64>,
+    /// Expiry of the access token that request returned.
+    pub access_token_expires_at: Option<i64>,
+    /// The most recent failed token request, kept after later successes for the record.
+    pub last_failure: Option<GrantFailure>,
+}
+
+/// One failed token request, as recorded: no secret, only Entra's codes and first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantFailure {
+    pub at: i64,
+    /// The broker's failure class name (`reconsent`, `interaction`, `configuration`, …).
+    pub class: String,
+    /// AADSTS codes, numeric part.
+    pub codes: Vec<u32>,
+    /// Short, secret-free description, with the next step for the operator where known.
+    pub reason: String,
+}
+
+/// A named local password of an account, without its verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordInfo {
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, with one-minute granularity; `None` if never used.
+    pub last_used_at: Option<i64>,
 }
 
 /// How a new account's grant is set up.
 #[derive(Debug, Clone)]
 pub enum NewGrant {
     ClientCredentials,
+    /// Resource-owner password grant: `password` is the user's Entra password, already
+    /// accepted by Entra.
+    Password,
     /// A refresh token from device code, auth code or import; sealed before it is stored.
     RefreshToken(Secret),
 }
@@ -142,12 +203,7 @@ impl NewAccount {
     /// Checks the input before anything is written, so a bad CLI call changes nothing.
     pub fn validate(&self) -> Result<(), StoreError> {
         validate_name(&self.name)?;
-        let mailbox = &self.mailbox;
-        if mailbox.is_empty() || !mailbox.contains('@') || has_space_or_control(mailbox) {
-            return Err(StoreError::Invalid(format!(
-                "mailbox {mailbox:?} must be an address like user@example.com"
-            )));
-        }
+        validate_mailbox(&self.mailbox)?;
         if self.app.trim().is_empty() || self.app.chars().any(char::is_control) {
             return Err(StoreError::Invalid("app name must not be empty".into()));
         }
@@ -166,6 +222,31 @@ impl NewAccount {
         }
         Ok(())
     }
+}
+
+/// Most named passwords one account may have: each login checks them all (one Argon2 run,
+/// see `password.rs`, plus a comparison each), so the list stays short.
+pub const MAX_PASSWORDS: usize = 16;
+
+/// A password name is shown in listings and used on the command line: the same rules as an
+/// account name, and short.
+pub(crate) fn validate_password_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 64 || has_space_or_control(name) {
+        return Err(StoreError::Invalid(format!(
+            "password name {name:?} must be 1-64 characters without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A mailbox address (XOAUTH2 `user=`) must look like one and be safe inside the SASL blob.
+pub(crate) fn validate_mailbox(mailbox: &str) -> Result<(), StoreError> {
+    if mailbox.is_empty() || !mailbox.contains('@') || has_space_or_control(mailbox) {
+        return Err(StoreError::Invalid(format!(
+            "mailbox {mailbox:?} must be an address like user@example.com"
+        )));
+    }
+    Ok(())
 }
 
 /// A login name must be something a mail client can send in `LOGIN name pass` or SASL PLAIN
@@ -240,7 +321,11 @@ mod tests {
         ] {
             assert_eq!(s.as_str().parse::<AccountStatus>().ok(), Some(s));
         }
-        for g in [GrantKind::ClientCredentials, GrantKind::RefreshToken] {
+        for g in [
+            GrantKind::ClientCredentials,
+            GrantKind::RefreshToken,
+            GrantKind::Password,
+        ] {
             assert_eq!(g.as_str().parse::<GrantKind>().ok(), Some(g));
         }
         assert!("Active".parse::<AccountStatus>().is_err());
@@ -298,8 +383,43 @@ mod tests {
             updated_at: 0,
             last_login_at: None,
             refresh_token_updated_at: None,
+            identities: BTreeMap::new(),
+            health: GrantHealth::default(),
         };
         assert!(account.allows(Protocol::Imap));
         assert!(!account.allows(Protocol::Smtp));
+    }
+
+    #[test]
+    fn mailbox_for_uses_the_protocol_override() {
+        let mut identities = BTreeMap::new();
+        identities.insert(Protocol::Smtp, "delegate@b".to_string());
+        let account = Account {
+            id: 1,
+            name: "a".into(),
+            mailbox: "shared@b".into(),
+            app: "x".into(),
+            grant: GrantKind::RefreshToken,
+            protocols: Protocol::ALL.to_vec(),
+            status: AccountStatus::Active,
+            status_reason: None,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+            refresh_token_updated_at: None,
+            identities,
+            health: GrantHealth::default(),
+        };
+        assert_eq!(account.mailbox_for(Protocol::Imap), "shared@b");
+        assert_eq!(account.mailbox_for(Protocol::Pop3), "shared@b");
+        assert_eq!(account.mailbox_for(Protocol::Smtp), "delegate@b");
+    }
+
+    #[test]
+    fn password_names_are_checked() {
+        assert!(validate_password_name("scanner-2f").is_ok());
+        assert!(validate_password_name("").is_err());
+        assert!(validate_password_name("two words").is_err());
+        assert!(validate_password_name(&"x".repeat(65)).is_err());
     }
 }

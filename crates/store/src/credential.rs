@@ -1,8 +1,8 @@
 //! The interface the server and CLI use to reach any store backend.
 
-use oxbridge_wire::Secret;
+use oxbridge_wire::{Protocol, Secret};
 
-use crate::account::{Account, AccountStatus, NewAccount};
+use crate::account::{Account, AccountStatus, GrantFailure, NewAccount, PasswordInfo};
 use crate::error::StoreError;
 
 /// Maps local logins to accounts and keeps their secrets.
@@ -62,4 +62,76 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// Stores a refresh token obtained elsewhere; sets the grant to refresh token and the
     /// status to active.
     async fn import_refresh_token(&self, name: &str, token: &Secret) -> Result<(), StoreError>;
+
+    // The methods below were added for onboarding and grant health. Their defaults let a
+    // backend (or a test double) that does not keep such data still compile and behave
+    // sensibly: health is not recorded, named passwords and identities are refused.
+
+    /// Adds a named local password (one per device or application); the others keep working.
+    async fn add_password(
+        &self,
+        _name: &str,
+        _password_name: &str,
+        _password: &Secret,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(
+            "this store does not support named passwords".into(),
+        ))
+    }
+
+    /// Revokes one named password; `false` if the account has none by that name. The last
+    /// remaining password cannot be revoked (remove the account instead).
+    async fn revoke_password(&self, _name: &str, _password_name: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Invalid(
+            "this store does not support named passwords".into(),
+        ))
+    }
+
+    /// The account's named passwords with creation and last-use times.
+    async fn passwords(&self, _name: &str) -> Result<Vec<PasswordInfo>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Sets (or with `None` clears) the XOAUTH2 `user=` the account presents for `protocol`.
+    async fn set_identity(
+        &self,
+        _name: &str,
+        _protocol: Protocol,
+        _mailbox: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(
+            "this store does not support per-protocol identities".into(),
+        ))
+    }
+
+    /// Records a successful token request and the access token's expiry (Unix seconds).
+    async fn record_grant_success(
+        &self,
+        _account_id: i64,
+        _access_token_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Records a failed token request.
+    async fn record_grant_failure(
+        &self,
+        _account_id: i64,
+        _failure: &GrantFailure,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Marks an *active* account as needing re-consent; returns whether this call made the
+    /// change. Exactly one caller sees `true` per transition, which is what lets the
+    /// notification hook fire once per transition rather than once per login or replica.
+    async fn mark_needs_reconsent(
+        &self,
+        account_id: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.set_status(account_id, AccountStatus::NeedsReconsent, Some(reason))
+            .await
+            .map(|()| true)
+    }
 }

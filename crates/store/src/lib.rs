@@ -6,7 +6,8 @@
 //!
 //! - local passwords are kept only as Argon2id verifiers, checked off the reactor behind a
 //!   concurrency bound, with a short-lived in-memory cache of successful checks under a keyed
-//!   hash (never the password itself);
+//!   hash (never the password itself); an account may have several named passwords (one per
+//!   device), all checked with a single Argon2 run;
 //! - refresh tokens are sealed with XChaCha20-Poly1305 under the [`MasterKey`], bound to
 //!   their row, so a copied database alone or a blob moved between rows yields nothing;
 //! - the embedded backend is one SQLite file ([`SqliteStore`]) with versioned migrations
@@ -28,7 +29,10 @@ pub mod schema;
 mod seal;
 pub mod sqlite;
 
-pub use account::{Account, AccountStatus, GrantKind, NewAccount, NewGrant};
+pub use account::{
+    Account, AccountStatus, GrantFailure, GrantHealth, GrantKind, NewAccount, NewGrant,
+    PasswordInfo, MAX_PASSWORDS,
+};
 pub use credential::CredentialStore;
 pub use error::StoreError;
 pub use key::MasterKey;

@@ -87,24 +87,27 @@ impl LoginCache {
             .into()
     }
 
-    /// Whether `tag` was verified for this account against this exact verifier recently.
+    /// Whether `tag` was verified for this account recently against one of the account's
+    /// *current* verifiers; returns that verifier's index in `verifiers`.
     pub(crate) fn hit(
         &self,
         tag: &LoginTag,
         account_id: i64,
-        verifier: &VerifierDigest,
+        verifiers: &[VerifierDigest],
         now: Instant,
-    ) -> bool {
+    ) -> Option<usize> {
         let mut entries = self.lock();
-        let Some(entry) = entries.get(tag).copied() else {
-            return false;
-        };
+        let entry = entries.get(tag).copied()?;
         let fresh = now < entry.expires;
-        let same = entry.account_id == account_id && bool::from(entry.verifier.ct_eq(verifier));
-        if !(fresh && same) {
+        let index = verifiers
+            .iter()
+            .position(|v| bool::from(entry.verifier.ct_eq(v)));
+        let valid = fresh && entry.account_id == account_id && index.is_some();
+        if !valid {
             entries.remove(tag);
+            return None;
         }
-        fresh && same
+        index
     }
 
     /// Remembers a successful check.
@@ -191,12 +194,20 @@ mod tests {
         let tag = cache.tag("alice", &Secret::from("pw"));
         let v = verifier_digest("$argon2id$one");
         cache.insert(tag, 1, v, now);
-        assert!(cache.hit(&tag, 1, &v, now + Duration::from_secs(59)));
-        assert!(!cache.hit(&tag, 1, &verifier_digest("$argon2id$two"), now));
+        let other = verifier_digest("$argon2id$other");
+        assert_eq!(
+            cache.hit(&tag, 1, &[other, v], now + Duration::from_secs(59)),
+            Some(1)
+        );
+        assert!(cache
+            .hit(&tag, 1, &[verifier_digest("$argon2id$two")], now)
+            .is_none());
         cache.insert(tag, 1, v, now);
-        assert!(!cache.hit(&tag, 2, &v, now));
+        assert!(cache.hit(&tag, 2, &[v], now).is_none());
         cache.insert(tag, 1, v, now);
-        assert!(!cache.hit(&tag, 1, &v, now + Duration::from_secs(60)));
+        assert!(cache
+            .hit(&tag, 1, &[v], now + Duration::from_secs(60))
+            .is_none());
         assert_eq!(cache.len(), 0, "stale entries are dropped on sight");
     }
 
@@ -210,8 +221,8 @@ mod tests {
         cache.insert(a, 1, v, now);
         cache.insert(b, 2, v, now);
         cache.forget_account(1);
-        assert!(!cache.hit(&a, 1, &v, now));
-        assert!(cache.hit(&b, 2, &v, now));
+        assert!(cache.hit(&a, 1, &[v], now).is_none());
+        assert!(cache.hit(&b, 2, &[v], now).is_some());
     }
 
     #[test]
@@ -225,8 +236,12 @@ mod tests {
         }
         assert_eq!(cache.len(), 3);
         let newest = cache.tag("user9", &Secret::from("pw"));
-        assert!(cache.hit(&newest, 9, &v, now + Duration::from_millis(10)));
+        assert!(cache
+            .hit(&newest, 9, &[v], now + Duration::from_millis(10))
+            .is_some());
         let oldest = cache.tag("user0", &Secret::from("pw"));
-        assert!(!cache.hit(&oldest, 0, &v, now + Duration::from_millis(10)));
+        assert!(cache
+            .hit(&oldest, 0, &[v], now + Duration::from_millis(10))
+            .is_none());
     }
 }

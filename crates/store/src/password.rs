@@ -6,11 +6,18 @@
 //! memory; so each hash or check takes a permit from a semaphore sized to the CPU count and
 //! runs on `spawn_blocking`. The permit moves into the blocking task, so a cancelled login
 //! still holds it until the work is really done.
+//!
+//! An account may hold several named passwords (one per device). They all share the
+//! account's salt and parameters, so a login computes Argon2 **once** and compares the
+//! result with every stored output in constant time: a login costs the same whether the
+//! account has one password or sixteen, and the same as a login for an unknown name, so
+//! timing still reveals nothing. The price, equal outputs for equal passwords within one
+//! account, tells an attacker holding the database nothing they could use.
 
 use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Argon2, Params};
 use oxbridge_wire::Secret;
 use rand::RngCore;
 use tokio::sync::Semaphore;
@@ -39,6 +46,37 @@ impl Argon2Pool {
     pub(crate) async fn hash(&self, password: &Secret) -> Result<String, StoreError> {
         let password = password.clone();
         self.run(move || hash_now(&password)).await?
+    }
+
+    /// A verifier for another password of the same account: same salt and parameters as
+    /// `sibling` (one of the account's existing verifiers), so that [`Argon2Pool::verify_any`]
+    /// needs one Argon2 run for all of them. Without a sibling, a fresh salt.
+    pub(crate) async fn hash_like(
+        &self,
+        password: &Secret,
+        sibling: Option<String>,
+    ) -> Result<String, StoreError> {
+        let password = password.clone();
+        self.run(move || match sibling {
+            Some(phc) => hash_with_salt_of(&password, &phc),
+            None => hash_now(&password),
+        })
+        .await?
+    }
+
+    /// Which of `phcs` (an account's verifiers) `password` matches, if any. One Argon2 run
+    /// per distinct salt and parameter set (normally one), every output compared. With no
+    /// verifiers at all, the dummy is checked instead so the cost stays the same.
+    pub(crate) async fn verify_any(
+        &self,
+        password: &Secret,
+        phcs: Vec<String>,
+    ) -> Result<Option<usize>, StoreError> {
+        if phcs.is_empty() {
+            return self.verify(password, None).await.map(|_| None);
+        }
+        let password = password.clone();
+        self.run(move || match_any(&password, &phcs)).await?
     }
 
     /// Checks `password` against `phc`, or against the dummy verifier when the user is unknown
@@ -99,6 +137,82 @@ fn hash_now(password: &Secret) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("cannot hash password: {e}")))
 }
 
+/// Hashes `password` with the salt, algorithm, version and parameters of `sibling`.
+fn hash_with_salt_of(password: &Secret, sibling: &str) -> Result<String, StoreError> {
+    let parsed = PasswordHash::new(sibling)
+        .map_err(|e| StoreError::Corrupt(format!("stored password verifier: {e}")))?;
+    let salt = parsed
+        .salt
+        .ok_or_else(|| StoreError::Corrupt("stored password verifier has no salt".into()))?;
+    let params = Params::try_from(&parsed)
+        .map_err(|e| StoreError::Corrupt(format!("stored password verifier: {e}")))?;
+    Argon2::default()
+        .hash_password_customized(
+            password.expose(),
+            Some(parsed.algorithm),
+            parsed.version,
+            params,
+            salt,
+        )
+        .map(|hash| hash.to_string())
+        .map_err(|e| StoreError::Invalid(format!("cannot hash password: {e}")))
+}
+
+/// The index of the first verifier `password` matches. Verifiers are grouped by everything
+/// but their output; each group costs one Argon2 run, and every output is compared (no early
+/// exit) so the time does not depend on which one matched.
+fn match_any(password: &Secret, phcs: &[String]) -> Result<Option<usize>, StoreError> {
+    let corrupt = |e: argon2::password_hash::Error| {
+        StoreError::Corrupt(format!("stored password verifier: {e}"))
+    };
+    let parsed = phcs
+        .iter()
+        .map(|phc| PasswordHash::new(phc).map_err(corrupt))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut computed: Vec<(String, Option<argon2::password_hash::Output>)> = Vec::new();
+    let mut found = None;
+    for (index, hash) in parsed.iter().enumerate() {
+        let group = group_key(hash);
+        let output = match computed.iter().find(|(key, _)| *key == group) {
+            Some((_, output)) => *output,
+            None => {
+                let salt = hash
+                    .salt
+                    .ok_or_else(|| StoreError::Corrupt("verifier without salt".into()))?;
+                let params = Params::try_from(hash).map_err(corrupt)?;
+                let output = Argon2::default()
+                    .hash_password_customized(
+                        password.expose(),
+                        Some(hash.algorithm),
+                        hash.version,
+                        params,
+                        salt,
+                    )
+                    .map_err(corrupt)?
+                    .hash;
+                computed.push((group, output));
+                output
+            }
+        };
+        // `Output`'s equality is constant-time.
+        if output.is_some() && output == hash.hash && found.is_none() {
+            found = Some(index);
+        }
+    }
+    Ok(found)
+}
+
+/// Everything of a PHC string except its output: verifiers with equal keys share one run.
+fn group_key(hash: &PasswordHash<'_>) -> String {
+    format!(
+        "{}${:?}${}${}",
+        hash.algorithm,
+        hash.version,
+        hash.params,
+        hash.salt.map(|s| s.to_string()).unwrap_or_default()
+    )
+}
+
 fn verify_now(password: &Secret, phc: &str) -> Result<bool, StoreError> {
     let parsed = PasswordHash::new(phc)
         .map_err(|e| StoreError::Corrupt(format!("stored password verifier: {e}")))?;
@@ -142,6 +256,52 @@ mod tests {
             .verify(&Secret::from("anything"), None)
             .await
             .expect("ok"));
+    }
+
+    #[tokio::test]
+    async fn sibling_passwords_share_salt_and_match_by_index() {
+        let pool = Argon2Pool::new();
+        let first = pool.hash(&Secret::from("one")).await.expect("hash");
+        let second = pool
+            .hash_like(&Secret::from("two"), Some(first.clone()))
+            .await
+            .expect("hash");
+        let salt = |phc: &str| phc.rsplit('$').nth(1).map(str::to_owned);
+        assert_eq!(salt(&first), salt(&second));
+        assert_ne!(first, second);
+        let both = vec![first.clone(), second.clone()];
+        assert_eq!(
+            pool.verify_any(&Secret::from("one"), both.clone())
+                .await
+                .expect("ok"),
+            Some(0)
+        );
+        assert_eq!(
+            pool.verify_any(&Secret::from("two"), both.clone())
+                .await
+                .expect("ok"),
+            Some(1)
+        );
+        assert_eq!(
+            pool.verify_any(&Secret::from("three"), both)
+                .await
+                .expect("ok"),
+            None
+        );
+        // Verifiers with different salts still work (two runs).
+        let other = pool.hash(&Secret::from("four")).await.expect("hash");
+        assert_eq!(
+            pool.verify_any(&Secret::from("four"), vec![first, other])
+                .await
+                .expect("ok"),
+            Some(1)
+        );
+        assert_eq!(
+            pool.verify_any(&Secret::from("x"), Vec::new())
+                .await
+                .expect("ok"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@
 
 pub mod line;
 pub mod login;
+pub mod password_sasl;
+pub mod pool;
 pub mod protocol;
 pub mod sasl;
 pub mod secret;
@@ -17,7 +19,7 @@ pub mod splice;
 pub mod tls;
 pub mod upstream;
 
-pub use login::{Login, LoginRejection};
+pub use login::{Login, LoginRejection, RelayRejection, RelayRequest};
 pub use protocol::Protocol;
 pub use secret::Secret;
 pub use session::{BackEnd, FrontEnd, Next, UpstreamSession};

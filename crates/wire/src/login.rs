@@ -1,4 +1,5 @@
-//! The login a front-end hands to the session driver, and why one can fail.
+//! The login a front-end hands to the session driver, the relay request that stands in for
+//! one when the client's network is trusted instead (SMTP), and why either can fail.
 
 use std::net::SocketAddr;
 
@@ -45,6 +46,39 @@ impl LoginRejection {
             LoginRejection::GrantRevoked => "grant_revoked",
             LoginRejection::UpstreamRejected => "upstream_rejected",
             LoginRejection::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A submission without a client login, allowed (or not) by the operator's relay rules on
+/// the client's source address. The front-end only reports what the client asked for; the
+/// driver's authenticator owns the rules, so policy lives in one place.
+#[derive(Debug, Clone)]
+pub struct RelayRequest {
+    /// The envelope sender the client gave (SMTP `MAIL FROM`), without angle brackets;
+    /// empty for the null sender `<>`.
+    pub sender: String,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+}
+
+/// Why the relay rules refused a [`RelayRequest`]. Failures after a rule matched (the rule's
+/// account cannot get a token, the upstream refuses it) are [`LoginRejection`]s as for any
+/// login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayRejection {
+    /// No rule covers the client's address: it has to authenticate.
+    NoRule,
+    /// A rule covers the client's address, but not this envelope sender.
+    SenderNotAllowed,
+}
+
+impl RelayRejection {
+    /// A short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayRejection::NoRule => "no_relay_rule",
+            RelayRejection::SenderNotAllowed => "sender_not_allowed",
         }
     }
 }

@@ -8,7 +8,10 @@ use std::future::Future;
 
 use bytes::BytesMut;
 
-use crate::{Login, LoginRejection, Secret, UpstreamEndpoint, UpstreamError, UpstreamStream};
+use crate::{
+    Login, LoginRejection, RelayRejection, RelayRequest, Secret, UpstreamEndpoint, UpstreamError,
+    UpstreamStream,
+};
 
 /// What the driver does after [`FrontEnd::receive`] returns (after writing `out`).
 #[derive(Debug)]
@@ -20,6 +23,15 @@ pub enum Next {
     StartTls,
     /// Authenticate this login, then call `login_succeeded` or `login_failed`.
     Login(Login),
+    /// Log in upstream as the account a relay rule assigns to the client's network (no
+    /// client credentials; SMTP only). On success the driver calls `login_succeeded`, then
+    /// sends `replay` upstream ahead of any buffered client input: it is the client command
+    /// that asked for the relay (`MAIL FROM`), which the upstream then answers itself. On
+    /// failure it calls `relay_refused`, `login_failed` or `upstream_refused`.
+    Relay {
+        request: RelayRequest,
+        replay: Vec<u8>,
+    },
     /// Close the connection.
     Close,
 }
@@ -44,6 +56,24 @@ pub trait FrontEnd: Send {
     /// The login failed; write the protocol's failure reply. Returns what to do next
     /// (usually [`Next::Read`], so the client may try again).
     fn login_failed(&mut self, why: LoginRejection, out: &mut Vec<u8>) -> Next;
+
+    /// The upstream refused the token and said why in its own words: `reply` is what the
+    /// back-end reported in [`UpstreamError::Rejected`] (the SMTP back-end puts the whole
+    /// final reply there, lines joined by CRLF, without the last CRLF). Protocols whose
+    /// clients act on the upstream's exact reply (SMTP's enhanced status codes, e.g.
+    /// `535 5.7.139 … SmtpClientAuthentication is disabled`) pass it through; by default it
+    /// is answered like any [`LoginRejection::UpstreamRejected`].
+    fn upstream_refused(&mut self, reply: &str, out: &mut Vec<u8>) -> Next {
+        let _ = reply;
+        self.login_failed(LoginRejection::UpstreamRejected, out)
+    }
+
+    /// The relay rules refused a [`Next::Relay`] request; write the refusal. Only
+    /// front-ends that ask for relays are called; the default closes the connection.
+    fn relay_refused(&mut self, why: RelayRejection, out: &mut Vec<u8>) -> Next {
+        let _ = (why, out);
+        Next::Close
+    }
 
     /// The pre-auth time limit passed; write a goodbye if the protocol has one.
     fn timed_out(&mut self, out: &mut Vec<u8>);

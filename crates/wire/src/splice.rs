@@ -1,10 +1,13 @@
 //! The hot path: after login, bytes are copied both ways untouched until either side is done.
 //!
-//! One future drives both directions (no task or lock per direction), each direction owns a
-//! fixed buffer, EOF on one side becomes a half-close on the other, and an idle timer ends
-//! sessions on which nothing moved for too long. The timer is re-armed only when it fires,
+//! One future drives both directions (no task or lock per direction). A direction holds no
+//! buffer while idle: it reads into a per-thread scratch buffer only when its socket is
+//! readable, writes straight from it, and keeps a heap copy only of what the other side
+//! could not take yet. EOF on one side becomes a half-close on the other, and an idle timer
+//! ends sessions on which nothing moved for too long; it is re-armed only when it fires,
 //! so the per-chunk cost is one flag store.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -13,11 +16,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+/// Size of the per-thread read buffer: several TLS records per read.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
 /// Tuning of the splice.
 #[derive(Debug, Clone, Copy)]
 pub struct SpliceSettings {
-    /// Bytes buffered per direction.
-    pub buffer_size: usize,
     /// End the session when nothing moved either way for this long (between one and two
     /// times this, as the timer is coarse on purpose).
     pub idle_timeout: Option<Duration>,
@@ -26,7 +34,6 @@ pub struct SpliceSettings {
 impl Default for SpliceSettings {
     fn default() -> Self {
         Self {
-            buffer_size: 16 * 1024,
             idle_timeout: Some(Duration::from_secs(60 * 60)),
         }
     }
@@ -40,12 +47,13 @@ pub struct SpliceStats {
     pub idle_timeout: bool,
 }
 
-/// Copies `client` ⇄ `upstream` after first delivering bytes either side had already sent.
+/// Copies `client` ⇄ `upstream` after first delivering bytes either side had already sent
+/// (consumed, so their buffers are freed before the long-lived part starts).
 pub async fn splice<C, U>(
     client: &mut C,
     upstream: &mut U,
-    client_pending: &[u8],
-    upstream_pending: &[u8],
+    client_pending: impl AsRef<[u8]>,
+    upstream_pending: impl AsRef<[u8]>,
     settings: SpliceSettings,
 ) -> io::Result<SpliceStats>
 where
@@ -53,19 +61,23 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stats = SpliceStats::default();
-    if !client_pending.is_empty() {
-        upstream.write_all(client_pending).await?;
+    let pending = client_pending.as_ref();
+    if !pending.is_empty() {
+        upstream.write_all(pending).await?;
         upstream.flush().await?;
-        stats.client_to_upstream += client_pending.len() as u64;
+        stats.client_to_upstream += pending.len() as u64;
     }
-    if !upstream_pending.is_empty() {
-        client.write_all(upstream_pending).await?;
+    drop(client_pending);
+    let pending = upstream_pending.as_ref();
+    if !pending.is_empty() {
+        client.write_all(pending).await?;
         client.flush().await?;
-        stats.upstream_to_client += upstream_pending.len() as u64;
+        stats.upstream_to_client += pending.len() as u64;
     }
+    drop(upstream_pending);
 
-    let mut up = Pump::new(settings.buffer_size);
-    let mut down = Pump::new(settings.buffer_size);
+    let mut up = Pump::default();
+    let mut down = Pump::default();
     let mut idle = settings
         .idle_timeout
         .map(|d| (d, Box::pin(tokio::time::sleep(d))));
@@ -96,10 +108,11 @@ where
 }
 
 /// One direction of the splice.
+#[derive(Default)]
 struct Pump {
-    buf: Box<[u8]>,
+    /// Bytes read but not yet accepted by the writer; empty (unallocated) most of the time.
+    pending: Vec<u8>,
     start: usize,
-    end: usize,
     eof: bool,
     need_flush: bool,
     done: bool,
@@ -108,19 +121,6 @@ struct Pump {
 }
 
 impl Pump {
-    fn new(size: usize) -> Self {
-        Self {
-            buf: vec![0; size.max(512)].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            eof: false,
-            need_flush: false,
-            done: false,
-            active: false,
-            total: 0,
-        }
-    }
-
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -135,33 +135,8 @@ impl Pump {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.start == self.end && !self.eof {
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                match reader.as_mut().poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            self.eof = true;
-                        } else {
-                            self.start = 0;
-                            self.end = n;
-                            self.active = true;
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        if self.need_flush {
-                            ready!(writer.as_mut().poll_flush(cx))?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            while self.start < self.end {
-                let n = ready!(writer
-                    .as_mut()
-                    .poll_write(cx, &self.buf[self.start..self.end]))?;
+            while self.start < self.pending.len() {
+                let n = ready!(writer.as_mut().poll_write(cx, &self.pending[self.start..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -169,13 +144,70 @@ impl Pump {
                 self.total += n as u64;
                 self.need_flush = true;
             }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new();
+                self.start = 0;
+            }
             if self.eof {
                 ready!(writer.as_mut().poll_flush(cx))?;
                 ready!(writer.as_mut().poll_shutdown(cx))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
+            match self.read_and_forward(cx, reader.as_mut(), writer.as_mut()) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    if self.need_flush {
+                        ready!(writer.as_mut().poll_flush(cx))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
+    }
+
+    /// Reads what is available into the thread's scratch buffer and writes as much of it
+    /// as the writer takes; the rest is copied into `pending`.
+    fn read_and_forward<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read_buf = ReadBuf::new(&mut scratch[..]);
+            ready!(reader.poll_read(cx, &mut read_buf))?;
+            let n = read_buf.filled().len();
+            if n == 0 {
+                self.eof = true;
+                return Poll::Ready(Ok(()));
+            }
+            self.active = true;
+            let mut written = 0;
+            while written < n {
+                match writer.as_mut().poll_write(cx, &scratch[written..n]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(k)) => {
+                        written += k;
+                        self.need_flush = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            self.total += written as u64;
+            if written < n {
+                self.pending = scratch[written..n].to_vec();
+                self.start = 0;
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
@@ -194,10 +226,7 @@ mod tests {
                 &mut upstream_near,
                 b"pipelined ",
                 b"banner ",
-                SpliceSettings {
-                    buffer_size: 7,
-                    idle_timeout: None,
-                },
+                SpliceSettings { idle_timeout: None },
             )
             .await
         });
@@ -228,12 +257,54 @@ mod tests {
             b"",
             b"",
             SpliceSettings {
-                buffer_size: 64,
                 idle_timeout: Some(Duration::from_secs(5)),
             },
         )
         .await
         .unwrap();
         assert!(stats.idle_timeout);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_transfers_both_ways_arrive_intact_through_small_pipes() {
+        let (client_far, mut client_near) = duplex(1000);
+        let (mut upstream_near, upstream_far) = duplex(777);
+        let up: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..700_001u32).map(|i| (i % 241) as u8).collect();
+        let splice_task = tokio::spawn(async move {
+            splice(
+                &mut client_near,
+                &mut upstream_near,
+                b"",
+                b"",
+                SpliceSettings::default(),
+            )
+            .await
+        });
+        let (up_clone, down_clone) = (up.clone(), down.clone());
+        let client = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(client_far);
+            let writer = tokio::spawn(async move {
+                w.write_all(&up_clone).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            writer.await.unwrap();
+            got
+        });
+        let (mut r, mut w) = tokio::io::split(upstream_far);
+        let writer = tokio::spawn(async move {
+            w.write_all(&down_clone).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut got_up = Vec::new();
+        r.read_to_end(&mut got_up).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got_up, up);
+        assert_eq!(client.await.unwrap(), down);
+        let stats = splice_task.await.unwrap().unwrap();
+        assert_eq!(stats.client_to_upstream, up.len() as u64);
+        assert_eq!(stats.upstream_to_client, down.len() as u64);
     }
 }

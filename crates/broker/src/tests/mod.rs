@@ -1,6 +1,7 @@
 //! Broker scenarios against a fake token endpoint on 127.0.0.1 and an in-memory store.
 
 mod endpoint;
+mod onboarding;
 mod store;
 
 use std::sync::atomic::Ordering;
@@ -25,6 +26,8 @@ fn app(authority: &str) -> AppRegistration {
         tenant: TENANT.into(),
         client_id: "client-1".into(),
         client_secret: Some(Secret::from("client-secret-1")),
+        certificate: None,
+        allow_password_grant: false,
         delegated_scopes: Vec::new(),
         app_scope: None,
         extra_ca: Vec::new(),
@@ -45,6 +48,8 @@ fn account(id: i64, grant: GrantKind) -> Account {
         updated_at: 0,
         last_login_at: None,
         refresh_token_updated_at: None,
+        identities: Default::default(),
+        health: Default::default(),
     }
 }
 
@@ -331,7 +336,7 @@ async fn missing_refresh_token_needs_reconsent_without_a_request() {
 }
 
 #[tokio::test]
-async fn mfa_requirement_needs_interaction_but_leaves_the_status() {
+async fn mfa_requirement_needs_interaction_and_a_new_sign_in() {
     let s = setup(
         vec![Canned::json(
             400,
@@ -347,7 +352,18 @@ async fn mfa_requirement_needs_interaction_but_leaves_the_status() {
         .await
         .expect_err("fails");
     assert_eq!(error.class(), FailureClass::Interaction);
-    assert!(s.store.statuses().is_empty());
+    // Only an interactive sign-in (with MFA) revives the grant: the account says so, with
+    // the next step for the operator.
+    let statuses = s.store.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].1, AccountStatus::NeedsReconsent);
+    let reason = statuses[0].2.clone().unwrap_or_default();
+    assert!(reason.starts_with("AADSTS50076"), "{reason}");
+    assert!(reason.contains("multi-factor"), "{reason}");
+    assert!(
+        reason.contains("oxbridge account consent user5"),
+        "{reason}"
+    );
     assert_eq!(
         requests_metric(&s.registry, "refresh_token", "interaction"),
         1.0

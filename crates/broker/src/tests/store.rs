@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use oxbridge_store::{Account, AccountStatus, CredentialStore, NewAccount, StoreError};
+use oxbridge_store::{
+    Account, AccountStatus, CredentialStore, GrantFailure, NewAccount, StoreError,
+};
 use oxbridge_wire::Secret;
 
 #[derive(Debug, Default)]
@@ -14,6 +16,9 @@ pub struct MemoryStore {
     statuses: Mutex<Vec<(i64, AccountStatus, Option<String>)>>,
     pub fail_writes: AtomicBool,
     pub writes: AtomicUsize,
+    marked: Mutex<Vec<i64>>,
+    pub successes: Mutex<Vec<(i64, i64)>>,
+    pub failures: Mutex<Vec<(i64, GrantFailure)>>,
 }
 
 impl MemoryStore {
@@ -118,5 +123,34 @@ impl CredentialStore for MemoryStore {
 
     async fn import_refresh_token(&self, _name: &str, _token: &Secret) -> Result<(), StoreError> {
         Err(not_here())
+    }
+
+    async fn record_grant_success(&self, id: i64, expires_at: i64) -> Result<(), StoreError> {
+        self.successes.lock().expect("lock").push((id, expires_at));
+        Ok(())
+    }
+
+    async fn record_grant_failure(
+        &self,
+        id: i64,
+        failure: &GrantFailure,
+    ) -> Result<(), StoreError> {
+        self.failures
+            .lock()
+            .expect("lock")
+            .push((id, failure.clone()));
+        Ok(())
+    }
+
+    /// Like the real store: only the first call per account sees the transition.
+    async fn mark_needs_reconsent(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        self.set_status(id, AccountStatus::NeedsReconsent, Some(reason))
+            .await?;
+        let mut marked = self.marked.lock().expect("lock");
+        if marked.contains(&id) {
+            return Ok(false);
+        }
+        marked.push(id);
+        Ok(true)
     }
 }

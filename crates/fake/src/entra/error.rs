@@ -56,6 +56,37 @@ impl InjectedError {
         InjectedError::aadsts(500, "server_error", 50000)
     }
 
+    /// A Conditional Access claims challenge (EXCHANGE.md §4.7): `invalid_grant` with `code`
+    /// (50076 MFA, 53003 blocked), `suberror` `basic_action` and a `claims` JSON string.
+    pub fn claims_challenge(code: u32) -> InjectedError {
+        InjectedError::Aadsts {
+            http_status: 400,
+            error: "invalid_grant".into(),
+            code,
+            suberror: Some("basic_action".into()),
+            claims: Some(
+                r#"{"access_token":{"capolids":{"essential":true,"values":["c1a0c2e4-0000-4000-8000-000000000001"]}}}"#
+                    .into(),
+            ),
+        }
+    }
+
+    /// A typical error of one §4.8 class, by the proxy's class name: `reconsent` (expired
+    /// for inactivity), `interaction` (MFA claims challenge), `configuration` (wrong client
+    /// secret), `transient` (503) or `throttled` (429). `None` for an unknown name.
+    pub fn of_class(class: &str) -> Option<InjectedError> {
+        Some(match class {
+            "reconsent" => InjectedError::invalid_grant(700082),
+            "interaction" => InjectedError::claims_challenge(50076),
+            "configuration" => InjectedError::invalid_client(7000215),
+            "transient" => InjectedError::aadsts(503, "temporarily_unavailable", 90033),
+            "throttled" => InjectedError::TooManyRequests {
+                retry_after_secs: 60,
+            },
+            _ => return None,
+        })
+    }
+
     fn aadsts(http_status: u16, error: &str, code: u32) -> InjectedError {
         InjectedError::Aadsts {
             http_status,
@@ -72,6 +103,19 @@ impl InjectedError {
 pub(crate) fn describe(code: u32) -> &'static str {
     match code {
         50000 => "There was an error issuing a token or an issue with our sign-in service.",
+        50011 => "The redirect URI specified in the request does not match the redirect URIs configured for the application.",
+        50012 => "Client assertion audience claim does not match Realm issuer.",
+        50034 => "The user account does not exist in the directory.",
+        50048 => "Subject mismatches Issuer claim in the client assertion.",
+        50126 => "Error validating credentials due to invalid username or password.",
+        54005 => "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        70018 => "Invalid verification code: the device code was not recognised.",
+        70020 => "The provided value for the input parameter 'device_code' is not valid. Device code expired.",
+        500133 => "Assertion is not within its valid time range.",
+        501481 => "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+        700021 => "Client assertion application identifier doesn't match 'client_id' parameter.",
+        700027 => "Client assertion failed signature validation, its key was not found, or its jti was already used.",
         50076 => "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'https://outlook.office.com'.",
         50173 => "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
         53003 => "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",

@@ -4,23 +4,51 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use super::FakeEntra;
+use super::{AuthorizeReply, FakeEntra, TokenReply};
 use crate::service::accept_tls;
 
 /// The routes Entra serves that the fake implements.
 pub(crate) fn router(entra: FakeEntra) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .with_state(entra)
+}
+
+async fn devicecode(
+    State(entra): State<FakeEntra>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    reply(entra.device_code_request(&tenant, &body))
+}
+
+async fn authorize(
+    State(entra): State<FakeEntra>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    match entra.authorize(&tenant, query.as_deref().unwrap_or("")) {
+        AuthorizeReply::Redirect(location) => match HeaderValue::from_str(&location) {
+            Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
+        },
+        AuthorizeReply::Page { status, text } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            text,
+        )
+            .into_response(),
+    }
 }
 
 async fn token(
@@ -32,7 +60,16 @@ async fn token(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let reply = entra.token_request(&tenant, authorization, &body).await;
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    reply(
+        entra
+            .token_request_from(host, &tenant, authorization, &body)
+            .await,
+    )
+}
+
+/// A JSON reply with Entra's headers.
+fn reply(reply: TokenReply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, reply.body).into_response();
     let headers = response.headers_mut();

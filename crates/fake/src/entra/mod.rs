@@ -1,30 +1,42 @@
-//! The fake Entra ID token endpoint: app registrations, delegated grants (refresh tokens
-//! with rotation and revocation), app-only grants, and switches that make it slow, down,
-//! throttled or failing with any AADSTS error. Access tokens it issues are recorded in the
-//! shared [`Directory`], where the protocol services look them up.
+//! The fake Entra ID: app registrations (secret or certificate credentials), delegated
+//! grants (refresh tokens with rotation and revocation; device code; authorization code with
+//! PKCE), app-only grants, and switches that make it slow, down, throttled or failing with
+//! any AADSTS error. Access tokens it issues are recorded in the shared [`Directory`], where
+//! the protocol services look them up.
 
+mod assertion;
+mod authorize;
+mod device;
 mod error;
 mod form;
 mod http;
+#[cfg(test)]
+mod onboarding_tests;
+mod password;
 mod token;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use authorize::AuthorizeReply;
+pub use device::DevicePoll;
 pub use error::{AadError, InjectedError};
 pub(crate) use http::serve;
 pub use token::{TokenReply, APP_ROLES, DELEGATED_SCOPES};
 
 use crate::directory::Directory;
 use crate::ids;
+use assertion::RegisteredCertificate;
 
 /// An app registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct App {
-    /// Empty for a public client (no secret may be sent).
+    /// Empty for a public client (no secret may be sent), or one that uses certificates.
     secret: String,
+    /// Certificates uploaded for `client_assertion` authentication.
+    certificates: Vec<RegisteredCertificate>,
 }
 
 /// A delegated grant behind one refresh token.
@@ -39,7 +51,7 @@ struct RefreshGrant {
 }
 
 /// Test switches; see the setters on [`FakeEntra`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Switches {
     strict_rotation: bool,
     injected: Option<InjectedError>,
@@ -47,6 +59,34 @@ struct Switches {
     delay: Duration,
     token_lifetime: Option<Duration>,
     token_padding: usize,
+    /// Device code polling interval in seconds (Entra: 5).
+    device_interval: u64,
+    /// Device code lifetime (Entra: 15 minutes).
+    device_lifetime: Duration,
+    /// Answers the next device-code polls get before the grant's real state is looked at.
+    device_script: VecDeque<DevicePoll>,
+    /// Who is "signed in" to the fake's browser at /authorize.
+    signed_in_user: Option<String>,
+    /// An error /authorize redirects with instead of a code (e.g. `access_denied`).
+    authorize_error: Option<String>,
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Switches {
+            strict_rotation: false,
+            injected: None,
+            unavailable: false,
+            delay: Duration::ZERO,
+            token_lifetime: None,
+            token_padding: 0,
+            device_interval: 5,
+            device_lifetime: Duration::from_secs(900),
+            device_script: VecDeque::new(),
+            signed_in_user: None,
+            authorize_error: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -57,6 +97,14 @@ struct State {
     refresh_tokens: Mutex<HashMap<String, RefreshGrant>>,
     switches: Mutex<Switches>,
     requests: AtomicUsize,
+    device_codes: Mutex<HashMap<String, device::DeviceGrant>>,
+    auth_codes: Mutex<HashMap<String, authorize::AuthCode>>,
+    /// `client/jti` of every assertion accepted, so a replay is refused.
+    seen_jtis: Mutex<HashSet<String>>,
+    /// Entra passwords by lower-case UPN, for the resource-owner password grant.
+    user_passwords: Mutex<HashMap<String, String>>,
+    /// Users whose sign-in requires MFA (the password grant then fails with AADSTS50076).
+    mfa_users: Mutex<HashSet<String>>,
 }
 
 /// Control handle of the fake token endpoint; cheap to clone.
@@ -80,6 +128,11 @@ impl FakeEntra {
                 refresh_tokens: Mutex::new(HashMap::new()),
                 switches: Mutex::new(Switches::default()),
                 requests: AtomicUsize::new(0),
+                device_codes: Mutex::new(HashMap::new()),
+                auth_codes: Mutex::new(HashMap::new()),
+                seen_jtis: Mutex::new(HashSet::new()),
+                user_passwords: Mutex::new(HashMap::new()),
+                mfa_users: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -94,8 +147,24 @@ impl FakeEntra {
             client_id.to_string(),
             App {
                 secret: client_secret.to_string(),
+                certificates: Vec::new(),
             },
         );
+    }
+
+    /// Uploads a certificate (PEM) to an app registration, registering the app as a
+    /// confidential client without a secret if it is new. Returns false if `pem` holds no
+    /// certificate.
+    pub fn register_app_certificate(&self, client_id: &str, certificate_pem: &str) -> bool {
+        let Some(certificate) = RegisteredCertificate::from_pem(certificate_pem) else {
+            return false;
+        };
+        lock(&self.state.apps)
+            .entry(client_id.to_string())
+            .or_default()
+            .certificates
+            .push(certificate);
+        true
     }
 
     /// Gives the app's service principal FullAccess on `mailbox`, so its app-only tokens
@@ -145,6 +214,28 @@ impl FakeEntra {
     /// `invalid_grant` AADSTS70008.
     pub fn set_strict_rotation(&self, on: bool) {
         lock(&self.state.switches).strict_rotation = on;
+    }
+
+    /// Who is signed in to the fake browser: `/authorize` issues codes for this user.
+    pub fn set_signed_in_user(&self, upn: Option<&str>) {
+        lock(&self.state.switches).signed_in_user = upn.map(str::to_owned);
+    }
+
+    /// Makes `/authorize` redirect with this `error` (e.g. `access_denied`) instead of a code.
+    pub fn set_authorize_error(&self, error: Option<&str>) {
+        lock(&self.state.switches).authorize_error = error.map(str::to_owned);
+    }
+
+    /// Device code polling interval (seconds) and lifetime for codes issued from now on.
+    pub fn set_device_code_timing(&self, interval_secs: u64, lifetime: Duration) {
+        let mut switches = lock(&self.state.switches);
+        switches.device_interval = interval_secs;
+        switches.device_lifetime = lifetime;
+    }
+
+    /// The next device-code polls get these answers, in order, whatever the user did.
+    pub fn script_device_polls(&self, answers: Vec<DevicePoll>) {
+        lock(&self.state.switches).device_script = answers.into();
     }
 
     /// Every token request gets this error until it is cleared with `None`.

@@ -1,14 +1,16 @@
-//! `POST /{tenant}/oauth2/v2.0/token`: tenant checks, client authentication and the
-//! `refresh_token` and `client_credentials` grants, answered as Entra does (EXCHANGE.md
-//! §4.1–§4.7). Free of HTTP types so tests can call it directly.
+//! `POST /{tenant}/oauth2/v2.0/token`: tenant checks, client authentication (secret, Basic,
+//! or certificate assertion) and the `refresh_token`, `client_credentials`, device-code and
+//! `authorization_code` grants, answered as Entra does (EXCHANGE.md §4.1–§4.7). Free of HTTP
+//! types so tests can call it directly.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde_json::{json, Value};
 
+use super::assertion::{self, Expected};
 use super::error::{AadError, InjectedError};
 use super::form::{basic_credentials, parse_form};
 use super::{lock, FakeEntra};
@@ -55,6 +57,14 @@ impl TokenReply {
         reply
     }
 
+    pub(super) fn ok(body: &Value) -> TokenReply {
+        TokenReply::json(200, body)
+    }
+
+    pub(super) fn failed(e: &AadError) -> TokenReply {
+        TokenReply::error(e)
+    }
+
     /// The body as JSON (tests).
     pub fn json_body(&self) -> Option<Value> {
         serde_json::from_str(&self.body).ok()
@@ -70,6 +80,19 @@ impl FakeEntra {
         authorization: Option<&str>,
         body: &[u8],
     ) -> TokenReply {
+        self.token_request_from(None, tenant, authorization, body)
+            .await
+    }
+
+    /// [`FakeEntra::token_request`] as received on `host` (the HTTP `Host` header), which
+    /// lets client assertions be checked against the exact token URL.
+    pub async fn token_request_from(
+        &self,
+        host: Option<&str>,
+        tenant: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> TokenReply {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         let switches = self.switches();
         if !switches.delay.is_zero() {
@@ -81,46 +104,88 @@ impl FakeEntra {
         if let Some(injected) = switches.injected {
             return injected_reply(injected);
         }
-        match self.grant(tenant, authorization, body) {
+        let request = Request {
+            host,
+            tenant,
+            authorization,
+        };
+        match self.grant(&request, body) {
             Ok(body) => TokenReply::json(200, &body),
             Err(e) => TokenReply::error(&e),
         }
     }
 
-    fn grant(
-        &self,
-        tenant: &str,
-        authorization: Option<&str>,
-        body: &[u8],
-    ) -> Result<Value, AadError> {
-        if !self.knows_tenant(tenant) {
+    fn grant(&self, request: &Request<'_>, body: &[u8]) -> Result<Value, AadError> {
+        if !self.knows_tenant(request.tenant) {
             return Err(AadError::invalid_request(90002));
         }
         let form = parse_form(body);
         match form.get("grant_type").map(String::as_str) {
-            Some("refresh_token") => self.refresh_grant(&form, authorization),
-            Some("client_credentials") => {
-                self.client_credentials_grant(tenant, &form, authorization)
+            Some("refresh_token") => self.refresh_grant(&form, request),
+            Some("client_credentials") => self.client_credentials_grant(&form, request),
+            Some(DEVICE_CODE_GRANT) => {
+                let client = self.authenticate_client(&form, request)?;
+                let (upn, resource) = self.poll_device_code(&client.id, &form)?;
+                Ok(self.delegated_tokens(client.id, upn, resource))
+            }
+            Some("password") => {
+                let client = self.authenticate_client(&form, request)?;
+                let (upn, resource) = self.check_user_password(&form)?;
+                Ok(self.delegated_tokens(client.id, upn, resource))
+            }
+            Some("authorization_code") => {
+                let client = self.authenticate_client(&form, request)?;
+                let (upn, resource) = self.redeem_code(&client.id, &form)?;
+                Ok(self.delegated_tokens(client.id, upn, resource))
             }
             Some(_) => Err(AadError::new(400, "unsupported_grant_type", 70003)),
             None => Err(AadError::invalid_request(900144)),
         }
     }
 
-    fn knows_tenant(&self, tenant: &str) -> bool {
+    pub(super) fn knows_tenant(&self, tenant: &str) -> bool {
         tenant.eq_ignore_ascii_case(&self.state.tenant)
             || ["common", "organizations", "consumers"].contains(&tenant)
             || ids::is_guid(tenant)
     }
 
-    /// Client authentication by `client_secret` in the body or HTTP Basic; returns the
-    /// authenticated client id. Public clients (registered without a secret) must send none.
+    /// Client authentication by `client_secret` in the body, HTTP Basic, or a certificate
+    /// `client_assertion`. Public clients (registered without a credential) must send none.
     fn authenticate_client(
         &self,
         form: &HashMap<String, String>,
-        authorization: Option<&str>,
-    ) -> Result<String, AadError> {
-        let basic = authorization.and_then(basic_credentials);
+        request: &Request<'_>,
+    ) -> Result<Client, AadError> {
+        if let Some(jwt) = form.get("client_assertion").filter(|s| !s.is_empty()) {
+            if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+                return Err(AadError::invalid_request(900144));
+            }
+            let expected = Expected {
+                client_id: form
+                    .get("client_id")
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty()),
+                token_url: request
+                    .host
+                    .map(|h| format!("https://{h}/{}/oauth2/v2.0/token", request.tenant)),
+                token_path: format!("/{}/oauth2/v2.0/token", request.tenant),
+                now: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            };
+            let apps = lock(&self.state.apps).clone();
+            let id = assertion::verify(
+                jwt,
+                &expected,
+                |client_id| apps.get(client_id).map(|a| a.certificates.clone()),
+                &mut lock(&self.state.seen_jtis),
+            )?;
+            return Ok(Client {
+                id,
+                confidential: true,
+            });
+        }
+        let basic = request.authorization.and_then(basic_credentials);
         let client_id = form
             .get("client_id")
             .filter(|s| !s.is_empty())
@@ -137,21 +202,28 @@ impl FakeEntra {
             .get(&client_id)
             .cloned()
             .ok_or_else(|| AadError::new(400, "unauthorized_client", 700016))?;
-        match (app.secret.is_empty(), secret) {
-            (true, None) => Ok(client_id),
-            (true, Some(_)) => Err(AadError::invalid_client(700025)),
-            (false, None) => Err(AadError::invalid_client(7000218)),
-            (false, Some(s)) if s == app.secret => Ok(client_id),
-            (false, Some(_)) => Err(AadError::invalid_client(7000215)),
+        let public = app.secret.is_empty() && app.certificates.is_empty();
+        match (public, app.secret.is_empty(), secret) {
+            (true, _, None) => Ok(Client {
+                id: client_id,
+                confidential: false,
+            }),
+            (true, _, Some(_)) => Err(AadError::invalid_client(700025)),
+            (false, _, None) => Err(AadError::invalid_client(7000218)),
+            (false, false, Some(s)) if s == app.secret => Ok(Client {
+                id: client_id,
+                confidential: true,
+            }),
+            (false, _, Some(_)) => Err(AadError::invalid_client(7000215)),
         }
     }
 
     fn refresh_grant(
         &self,
         form: &HashMap<String, String>,
-        authorization: Option<&str>,
+        request: &Request<'_>,
     ) -> Result<Value, AadError> {
-        let client_id = self.authenticate_client(form, authorization)?;
+        let client_id = self.authenticate_client(form, request)?.id;
         let rt = form
             .get("refresh_token")
             .filter(|s| !s.is_empty())
@@ -175,6 +247,16 @@ impl FakeEntra {
             grant.superseded = true;
             grant.upn.clone()
         };
+        Ok(self.delegated_tokens(client_id, upn, resource))
+    }
+
+    /// A delegated token response: a new refresh token and an access token for `resource`.
+    pub(super) fn delegated_tokens(
+        &self,
+        client_id: String,
+        upn: String,
+        resource: Resource,
+    ) -> Value {
         let new_rt = self.new_refresh_token(&client_id, &upn);
         let (audience, scopes) = match resource {
             Resource::Outlook => (
@@ -196,32 +278,29 @@ impl FakeEntra {
             scopes,
             expires_at: SystemTime::now(),
         });
-        Ok(json!({
+        json!({
             "token_type": "Bearer",
             "scope": scope_text,
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
             "access_token": token,
             "refresh_token": new_rt,
-        }))
+        })
     }
 
     fn client_credentials_grant(
         &self,
-        tenant: &str,
         form: &HashMap<String, String>,
-        authorization: Option<&str>,
+        request: &Request<'_>,
     ) -> Result<Value, AadError> {
-        if ["common", "consumers"].contains(&tenant) {
+        if ["common", "consumers"].contains(&request.tenant) {
             return Err(AadError::invalid_request(9001023));
         }
-        let client_id = self.authenticate_client(form, authorization)?;
-        let has_secret = lock(&self.state.apps)
-            .get(&client_id)
-            .is_some_and(|app| !app.secret.is_empty());
-        if !has_secret {
+        let client = self.authenticate_client(form, request)?;
+        if !client.confidential {
             return Err(AadError::invalid_client(7000218));
         }
+        let client_id = client.id;
         if form.get("scope").map(String::as_str) != Some(APP_SCOPE) {
             return Err(AadError::new(400, "invalid_scope", 70011));
         }
@@ -256,9 +335,28 @@ impl FakeEntra {
     }
 }
 
+/// The device-code grant type.
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The `client_assertion_type` of certificate credentials.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What the HTTP layer knows about a token request besides its body.
+struct Request<'a> {
+    host: Option<&'a str>,
+    tenant: &'a str,
+    authorization: Option<&'a str>,
+}
+
+/// An authenticated client.
+struct Client {
+    id: String,
+    /// Authenticated with a secret or certificate (required for app-only tokens).
+    confidential: bool,
+}
+
 /// Which resource a delegated request's `scope` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Resource {
+pub(super) enum Resource {
     Outlook,
     /// Graph, with the requested permission names: tokens EXO will refuse.
     Graph(Vec<String>),
@@ -267,7 +365,7 @@ enum Resource {
 /// Resolves the requested scopes to one resource. No scope means the original consent
 /// (Outlook); a bare permission name resolves to Graph, as Entra does; mixing resources is
 /// `invalid_scope` AADSTS70011.
-fn resource_of(scope: Option<&str>) -> Result<Resource, AadError> {
+pub(super) fn resource_of(scope: Option<&str>) -> Result<Resource, AadError> {
     let Some(scope) = scope else {
         return Ok(Resource::Outlook);
     };
@@ -421,7 +519,12 @@ mod tests {
             (s, v["error"].as_str(), code(&v)),
             (400, Some("invalid_grant"), 50173)
         );
-        let (s, v) = post(&e, TENANT, "grant_type=password").await;
+        let (s, v) = post(
+            &e,
+            TENANT,
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Asaml1_1-bearer",
+        )
+        .await;
         assert_eq!(
             (s, v["error"].as_str()),
             (400, Some("unsupported_grant_type"))

@@ -3,7 +3,6 @@
 //! only, Exchange's failure strings, and an in-memory store good enough for real clients.
 
 pub mod command;
-mod conn;
 pub mod encode;
 pub mod fetch;
 mod folders;

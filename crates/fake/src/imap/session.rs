@@ -11,7 +11,6 @@ use oxbridge_wire::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::command::{self, literal_suffix, tag_of, Command, ParseError, Tagged};
-use super::conn::{Conn, ReadError};
 use super::folders;
 use super::selected::Selection;
 use super::{
@@ -19,6 +18,7 @@ use super::{
     CAPABILITY_PRE_AUTH,
 };
 use crate::clock::parse_imap_datetime;
+use crate::conn::{Conn, ReadError};
 use crate::directory::{Directory, SessionGuard};
 use crate::mailbox::{Flags, StoreError};
 use crate::xoauth2;

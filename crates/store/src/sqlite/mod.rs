@@ -19,10 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oxbridge_wire::Secret;
+use oxbridge_wire::{Protocol, Secret};
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::account::{validate_password, Account, AccountStatus, GrantKind, NewAccount, NewGrant};
+use crate::account::{
+    validate_mailbox, validate_password, validate_password_name, Account, AccountStatus,
+    GrantFailure, GrantKind, NewAccount, NewGrant, PasswordInfo, MAX_PASSWORDS,
+};
 use crate::credential::CredentialStore;
 use crate::error::StoreError;
 use crate::files;
@@ -135,6 +138,53 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Records in the background that a named password was used, unless it was recorded
+    /// within the last minute: the login does not wait for the write.
+    fn note_password_use(&self, account_id: i64, row: &queries::PasswordRow) {
+        let now = unix_now();
+        if row
+            .last_used_at
+            .is_some_and(|t| t > now - LOGIN_TIMESTAMP_GRANULARITY)
+        {
+            return;
+        }
+        let store = self.clone();
+        let name = row.name.clone();
+        tokio::spawn(async move {
+            let result = store
+                .with_db(move |conn, _| {
+                    queries::touch_password(
+                        conn,
+                        account_id,
+                        &name,
+                        now,
+                        LOGIN_TIMESTAMP_GRANULARITY,
+                    )
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "could not record password use");
+            }
+        });
+    }
+
+    /// The account id and one existing verifier (for [`Argon2Pool::hash_like`]).
+    async fn id_and_sibling(&self, name: &str) -> Result<(i64, Option<String>), StoreError> {
+        let owned = name.to_owned();
+        self.with_db(move |conn, _| {
+            let id = queries::account_id(conn, &owned)?
+                .ok_or_else(|| StoreError::NotFound(owned.clone()))?;
+            let sibling = queries::password_rows(conn, id)?
+                .into_iter()
+                .next()
+                .map(|row| row.hash);
+            Ok((id, sibling))
+        })
+        .await
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic mid-operation drops its transaction, which rolls back; the connection itself
@@ -203,29 +253,38 @@ impl CredentialStore for SqliteStore {
         let found = self
             .with_db(move |conn, _| queries::login_by_name(conn, &name))
             .await?;
-        let Some((account, hash)) = found else {
+        let Some((account, rows)) = found else {
             self.inner.argon2.verify(password, None).await?;
             tracing::debug!(user, "login for unknown account");
             return Ok(None);
         };
-        let verifier = login_cache::verifier_digest(&hash);
-        if self
+        let verifiers: Vec<_> = rows
+            .iter()
+            .map(|row| login_cache::verifier_digest(&row.hash))
+            .collect();
+        if let Some(index) = self
             .inner
             .logins
-            .hit(&tag, account.id, &verifier, Instant::now())
+            .hit(&tag, account.id, &verifiers, Instant::now())
         {
             tracing::debug!(user, "login verified (cached)");
+            self.note_password_use(account.id, &rows[index]);
             return Ok(Some(account));
         }
-        if self.inner.argon2.verify(password, Some(hash)).await? {
-            self.inner
-                .logins
-                .insert(tag, account.id, verifier, Instant::now());
-            tracing::debug!(user, "login verified");
-            Ok(Some(account))
-        } else {
-            tracing::debug!(user, "login with wrong password");
-            Ok(None)
+        let hashes = rows.iter().map(|row| row.hash.clone()).collect();
+        match self.inner.argon2.verify_any(password, hashes).await? {
+            Some(index) => {
+                self.inner
+                    .logins
+                    .insert(tag, account.id, verifiers[index], Instant::now());
+                tracing::debug!(user, password_name = %rows[index].name, "login verified");
+                self.note_password_use(account.id, &rows[index]);
+                Ok(Some(account))
+            }
+            None => {
+                tracing::debug!(user, "login with wrong password");
+                Ok(None)
+            }
         }
     }
 
@@ -310,6 +369,7 @@ impl CredentialStore for SqliteStore {
                 let grant = match new.grant {
                     NewGrant::ClientCredentials => GrantKind::ClientCredentials,
                     NewGrant::RefreshToken(_) => GrantKind::RefreshToken,
+                    NewGrant::Password => GrantKind::Password,
                 };
                 let id = queries::insert_account(&tx, &new, grant, &hash, now)?;
                 if let NewGrant::RefreshToken(token) = &new.grant {
@@ -360,7 +420,8 @@ impl CredentialStore for SqliteStore {
 
     async fn set_password(&self, name: &str, password: &Secret) -> Result<(), StoreError> {
         validate_password(password)?;
-        let hash = self.inner.argon2.hash(password).await?;
+        let (_, sibling) = self.id_and_sibling(name).await?;
+        let hash = self.inner.argon2.hash_like(password, sibling).await?;
         let owned = name.to_owned();
         let id = self
             .with_db(move |conn, _| {
@@ -401,5 +462,152 @@ impl CredentialStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
         tracing::debug!(name, id, "refresh token imported");
         Ok(())
+    }
+
+    async fn add_password(
+        &self,
+        name: &str,
+        password_name: &str,
+        password: &Secret,
+    ) -> Result<(), StoreError> {
+        validate_password_name(password_name)?;
+        validate_password(password)?;
+        let (_, sibling) = self.id_and_sibling(name).await?;
+        let hash = self.inner.argon2.hash_like(password, sibling).await?;
+        let owned = name.to_owned();
+        let label = password_name.to_owned();
+        self.with_db(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = queries::account_id(&tx, &owned)?
+                .ok_or_else(|| StoreError::NotFound(owned.clone()))?;
+            if queries::password_rows(&tx, id)?.len() >= MAX_PASSWORDS {
+                return Err(StoreError::Invalid(format!(
+                    "account {owned:?} already has {MAX_PASSWORDS} passwords; revoke one first"
+                )));
+            }
+            queries::insert_password(&tx, id, &label, &hash, unix_now())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(name, password_name, "password added");
+        Ok(())
+    }
+
+    async fn revoke_password(&self, name: &str, password_name: &str) -> Result<bool, StoreError> {
+        let owned = name.to_owned();
+        let label = password_name.to_owned();
+        let revoked = self
+            .with_db(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = queries::account_id(&tx, &owned)?
+                    .ok_or_else(|| StoreError::NotFound(owned.clone()))?;
+                let rows = queries::password_rows(&tx, id)?;
+                if !rows.iter().any(|row| row.name == label) {
+                    return Ok(None);
+                }
+                if rows.len() == 1 {
+                    return Err(StoreError::Invalid(format!(
+                        "{label:?} is the last password of {owned:?}; add another first, \
+                         or remove the account"
+                    )));
+                }
+                queries::delete_password(&tx, id, &label, unix_now())?;
+                tx.commit()?;
+                Ok(Some(id))
+            })
+            .await?;
+        match revoked {
+            Some(id) => {
+                // A cached login with the revoked password must stop working now.
+                self.inner.logins.forget_account(id);
+                tracing::debug!(name, password_name, "password revoked");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn passwords(&self, name: &str) -> Result<Vec<PasswordInfo>, StoreError> {
+        let owned = name.to_owned();
+        self.with_db(move |conn, _| {
+            let id = queries::account_id(conn, &owned)?
+                .ok_or_else(|| StoreError::NotFound(owned.clone()))?;
+            queries::password_infos(conn, id)
+        })
+        .await
+    }
+
+    async fn set_identity(
+        &self,
+        name: &str,
+        protocol: Protocol,
+        mailbox: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(mailbox) = mailbox {
+            validate_mailbox(mailbox)?;
+        }
+        let owned = name.to_owned();
+        let mailbox = mailbox.map(str::to_owned);
+        let found = self
+            .with_db(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(id) = queries::account_id(&tx, &owned)? else {
+                    return Ok(false);
+                };
+                queries::set_identity(&tx, id, protocol, mailbox.as_deref(), unix_now())?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(name.to_owned()))
+        }
+    }
+
+    async fn record_grant_success(
+        &self,
+        account_id: i64,
+        access_token_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let found = self
+            .with_db(move |conn, _| {
+                queries::record_grant_success(conn, account_id, unix_now(), access_token_expires_at)
+            })
+            .await?;
+        found
+            .then_some(())
+            .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))
+    }
+
+    async fn record_grant_failure(
+        &self,
+        account_id: i64,
+        failure: &GrantFailure,
+    ) -> Result<(), StoreError> {
+        let failure = failure.clone();
+        let found = self
+            .with_db(move |conn, _| queries::record_grant_failure(conn, account_id, &failure))
+            .await?;
+        found
+            .then_some(())
+            .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))
+    }
+
+    async fn mark_needs_reconsent(
+        &self,
+        account_id: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let reason = reason.to_owned();
+        self.with_db(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = queries::mark_needs_reconsent(&tx, account_id, &reason, unix_now())?;
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
     }
 }

@@ -1,16 +1,24 @@
 //! The SQL the SQLite store runs: plain synchronous functions over a connection, one per
 //! operation, so the async layer only decides where they run and what they are given.
 
+use std::collections::BTreeMap;
+
+use oxbridge_wire::Protocol;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::account::{protocols_to_text, Account, AccountStatus, GrantKind, NewAccount};
+use crate::account::{
+    protocols_to_text, Account, AccountStatus, GrantFailure, GrantHealth, GrantKind, NewAccount,
+    PasswordInfo,
+};
 use crate::error::StoreError;
 use crate::schema::DEFAULT_PASSWORD;
 
-/// The columns [`account_from_row`] reads, in its order.
+/// The columns [`account_row`] reads, in its order.
 const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.mailbox, a.app, a.grant_kind, a.protocols, \
      a.status, a.status_reason, a.created_at, a.updated_at, a.last_login_at, \
-     a.refresh_token_updated_at";
+     a.refresh_token_updated_at, a.imap_mailbox, a.pop3_mailbox, a.smtp_mailbox, \
+     a.last_refresh_at, a.access_token_expires_at, a.last_failure_at, a.last_failure_class, \
+     a.last_failure_codes, a.last_failure_reason";
 
 /// An account row as SQLite returns it, before the text columns are parsed.
 struct AccountRow {
@@ -26,6 +34,13 @@ struct AccountRow {
     updated_at: i64,
     last_login_at: Option<i64>,
     refresh_token_updated_at: Option<i64>,
+    identities: [Option<String>; 3],
+    last_refresh_at: Option<i64>,
+    access_token_expires_at: Option<i64>,
+    last_failure_at: Option<i64>,
+    last_failure_class: Option<String>,
+    last_failure_codes: Option<String>,
+    last_failure_reason: Option<String>,
 }
 
 fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRow> {
@@ -42,7 +57,36 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRow> {
         updated_at: row.get(9)?,
         last_login_at: row.get(10)?,
         refresh_token_updated_at: row.get(11)?,
+        identities: [row.get(12)?, row.get(13)?, row.get(14)?],
+        last_refresh_at: row.get(15)?,
+        access_token_expires_at: row.get(16)?,
+        last_failure_at: row.get(17)?,
+        last_failure_class: row.get(18)?,
+        last_failure_codes: row.get(19)?,
+        last_failure_reason: row.get(20)?,
     })
+}
+
+/// The identity column of each protocol, in [`AccountRow::identities`] order.
+const IDENTITY_COLUMNS: [(Protocol, &str); 3] = [
+    (Protocol::Imap, "imap_mailbox"),
+    (Protocol::Pop3, "pop3_mailbox"),
+    (Protocol::Smtp, "smtp_mailbox"),
+];
+
+/// `70008,70000` as stored for `last_failure_codes`.
+fn codes_to_text(codes: &[u32]) -> String {
+    codes
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn codes_from_text(text: &str) -> Vec<u32> {
+    text.split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect()
 }
 
 impl TryFrom<AccountRow> for Account {
@@ -50,7 +94,27 @@ impl TryFrom<AccountRow> for Account {
 
     fn try_from(row: AccountRow) -> Result<Self, StoreError> {
         let corrupt = |e: StoreError| StoreError::Corrupt(format!("account {:?}: {e}", row.name));
+        let identities: BTreeMap<Protocol, String> = IDENTITY_COLUMNS
+            .iter()
+            .zip(row.identities)
+            .filter_map(|((protocol, _), mailbox)| Some((*protocol, mailbox?)))
+            .collect();
+        let last_failure = match (row.last_failure_at, row.last_failure_class) {
+            (Some(at), Some(class)) => Some(GrantFailure {
+                at,
+                class,
+                codes: codes_from_text(row.last_failure_codes.as_deref().unwrap_or("")),
+                reason: row.last_failure_reason.unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(Account {
+            identities,
+            health: GrantHealth {
+                last_refresh_at: row.last_refresh_at,
+                access_token_expires_at: row.access_token_expires_at,
+                last_failure,
+            },
             id: row.id,
             grant: row.grant.parse::<GrantKind>().map_err(corrupt)?,
             protocols: crate::account::protocols_from_text(&row.protocols).map_err(corrupt)?,
@@ -132,25 +196,198 @@ pub(crate) fn account_id(conn: &Connection, name: &str) -> Result<Option<i64>, S
         .optional()?)
 }
 
-/// The account and its default password verifier, for a login check.
+/// One stored password verifier of an account.
+#[derive(Debug, Clone)]
+pub(crate) struct PasswordRow {
+    pub name: String,
+    /// Argon2id PHC string.
+    pub hash: String,
+    pub last_used_at: Option<i64>,
+}
+
+/// The account and every password verifier it has, for a login check.
 pub(crate) fn login_by_name(
     conn: &Connection,
     name: &str,
-) -> Result<Option<(Account, String)>, StoreError> {
-    let found = conn
-        .query_row(
-            &format!(
-                "SELECT {ACCOUNT_COLUMNS}, p.hash FROM accounts a \
-                 JOIN account_passwords p ON p.account_id = a.id AND p.name = ?2 \
-                 WHERE a.name = ?1"
-            ),
-            params![name, DEFAULT_PASSWORD],
-            |row| Ok((account_row(row)?, row.get::<_, String>(12)?)),
-        )
-        .optional()?;
-    found
-        .map(|(row, hash)| Ok((Account::try_from(row)?, hash)))
-        .transpose()
+) -> Result<Option<(Account, Vec<PasswordRow>)>, StoreError> {
+    let Some(account) = account_by_name(conn, name)? else {
+        return Ok(None);
+    };
+    let passwords = password_rows(conn, account.id)?;
+    Ok(Some((account, passwords)))
+}
+
+/// The verifiers of an account, in name order (so every process sees the same order).
+pub(crate) fn password_rows(conn: &Connection, id: i64) -> Result<Vec<PasswordRow>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT name, hash, last_used_at FROM account_passwords \
+         WHERE account_id = ?1 ORDER BY name",
+    )?;
+    let rows = statement.query_map([id], |r| {
+        Ok(PasswordRow {
+            name: r.get(0)?,
+            hash: r.get(1)?,
+            last_used_at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The named passwords of an account, without verifiers.
+pub(crate) fn password_infos(conn: &Connection, id: i64) -> Result<Vec<PasswordInfo>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT name, created_at, last_used_at FROM account_passwords \
+         WHERE account_id = ?1 ORDER BY name",
+    )?;
+    let rows = statement.query_map([id], |r| {
+        Ok(PasswordInfo {
+            name: r.get(0)?,
+            created_at: r.get(1)?,
+            last_used_at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Adds a named password; [`StoreError::AlreadyExists`] if the account has one by that name.
+pub(crate) fn insert_password(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO account_passwords (account_id, name, hash, created_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![id, name, password_hash, now],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::AlreadyExists(format!("password {name}"))
+        } else {
+            e.into()
+        }
+    })?;
+    conn.execute(
+        "UPDATE accounts SET updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
+/// Deletes a named password; returns whether it existed.
+pub(crate) fn delete_password(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "DELETE FROM account_passwords WHERE account_id = ?1 AND name = ?2",
+        params![id, name],
+    )?;
+    if changed == 1 {
+        conn.execute(
+            "UPDATE accounts SET updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+    }
+    Ok(changed == 1)
+}
+
+/// Notes that a named password was used, with the same granularity as `record_login`.
+pub(crate) fn touch_password(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    now: i64,
+    granularity: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE account_passwords SET last_used_at = ?3 \
+         WHERE account_id = ?1 AND name = ?2 \
+         AND (last_used_at IS NULL OR last_used_at <= ?3 - ?4)",
+        params![id, name, now, granularity],
+    )?;
+    Ok(())
+}
+
+/// Sets or clears the XOAUTH2 identity of one protocol; returns whether the account exists.
+pub(crate) fn set_identity(
+    conn: &Connection,
+    id: i64,
+    protocol: Protocol,
+    mailbox: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let column = IDENTITY_COLUMNS
+        .iter()
+        .find(|(p, _)| *p == protocol)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| StoreError::Invalid(format!("no identity column for {protocol}")))?;
+    // The column name comes from the fixed table above, never from input.
+    let changed = conn.execute(
+        &format!("UPDATE accounts SET {column} = ?2, updated_at = ?3 WHERE id = ?1"),
+        params![id, mailbox, now],
+    )?;
+    Ok(changed == 1)
+}
+
+/// Records a successful token request; returns whether the account exists.
+pub(crate) fn record_grant_success(
+    conn: &Connection,
+    id: i64,
+    now: i64,
+    access_token_expires_at: i64,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET last_refresh_at = ?2, access_token_expires_at = ?3 WHERE id = ?1",
+        params![id, now, access_token_expires_at],
+    )?;
+    Ok(changed == 1)
+}
+
+/// Records a failed token request; returns whether the account exists.
+pub(crate) fn record_grant_failure(
+    conn: &Connection,
+    id: i64,
+    failure: &GrantFailure,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET last_failure_at = ?2, last_failure_class = ?3, \
+         last_failure_codes = ?4, last_failure_reason = ?5 WHERE id = ?1",
+        params![
+            id,
+            failure.at,
+            failure.class,
+            codes_to_text(&failure.codes),
+            failure.reason
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
+/// Moves an active account to needs-reconsent; returns whether it changed, so that exactly
+/// one caller (across processes and replicas) sees the transition and notifies.
+pub(crate) fn mark_needs_reconsent(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET status = ?2, status_reason = ?3, updated_at = ?4 \
+         WHERE id = ?1 AND status = ?5",
+        params![
+            id,
+            AccountStatus::NeedsReconsent.as_str(),
+            reason,
+            now,
+            AccountStatus::Active.as_str()
+        ],
+    )?;
+    Ok(changed == 1)
 }
 
 pub(crate) fn list_accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {

@@ -516,3 +516,214 @@ async fn concurrent_logins_all_succeed() {
         assert!(login.is_some());
     }
 }
+
+#[tokio::test]
+async fn named_passwords_each_log_in_and_revoke_alone() {
+    let (_dir, _, store) = fresh();
+    let alice = store.add_account(with_token("alice")).await.expect("add");
+    let scanner = Secret::from("scanner-password-1");
+    let erp = Secret::from("erp-password-2");
+    store
+        .add_password("alice", "scanner", &scanner)
+        .await
+        .expect("add scanner");
+    store
+        .add_password("alice", "erp", &erp)
+        .await
+        .expect("add erp");
+    let dup = store.add_password("alice", "erp", &scanner).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "{dup:?}");
+    assert!(matches!(
+        store.add_password("alice", "bad name", &erp).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.add_password("nobody", "x", &erp).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    for pw in [Secret::from(PASSWORD), scanner.clone(), erp.clone()] {
+        let login = store.verify_login("alice", &pw).await.expect("verify");
+        assert_eq!(login.map(|a| a.id), Some(alice.id));
+    }
+    assert!(store
+        .verify_login("alice", &Secret::from("other"))
+        .await
+        .expect("verify")
+        .is_none());
+
+    // Use is recorded in the background; give it a moment.
+    let mut used = Vec::new();
+    for _ in 0..50 {
+        used = store.passwords("alice").await.expect("list");
+        if used.iter().all(|p| p.last_used_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let names: Vec<_> = used.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["default", "erp", "scanner"]);
+    assert!(used
+        .iter()
+        .all(|p| p.last_used_at.is_some() && p.created_at > 0));
+
+    // Revoking one (even after a cached success) leaves the others and the grant alone.
+    assert!(store
+        .revoke_password("alice", "scanner")
+        .await
+        .expect("revoke"));
+    assert!(!store
+        .revoke_password("alice", "scanner")
+        .await
+        .expect("again"));
+    assert!(store
+        .verify_login("alice", &scanner)
+        .await
+        .expect("verify")
+        .is_none());
+    assert!(store
+        .verify_login("alice", &erp)
+        .await
+        .expect("verify")
+        .is_some());
+    assert_eq!(
+        store.refresh_token(alice.id).await.expect("rt"),
+        Some(Secret::from(TOKEN))
+    );
+    store
+        .revoke_password("alice", "default")
+        .await
+        .expect("revoke");
+    let last = store.revoke_password("alice", "erp").await;
+    assert!(matches!(last, Err(StoreError::Invalid(_))), "{last:?}");
+    // Changing the default password later re-creates it without touching the others.
+    store
+        .set_password("alice", &Secret::from("new-default"))
+        .await
+        .expect("passwd");
+    assert!(store
+        .verify_login("alice", &erp)
+        .await
+        .expect("verify")
+        .is_some());
+    assert!(store
+        .verify_login("alice", &Secret::from("new-default"))
+        .await
+        .expect("verify")
+        .is_some());
+}
+
+#[tokio::test]
+async fn named_passwords_are_capped() {
+    let (_dir, _, store) = fresh();
+    store.add_account(app_only("alice")).await.expect("add");
+    for i in 1..crate::MAX_PASSWORDS {
+        store
+            .add_password(
+                "alice",
+                &format!("device{i}"),
+                &Secret::from(format!("pw{i}")),
+            )
+            .await
+            .expect("add");
+    }
+    let over = store
+        .add_password("alice", "one-too-many", &Secret::from("x"))
+        .await;
+    assert!(matches!(over, Err(StoreError::Invalid(_))), "{over:?}");
+    // Still one Argon2 run for all of them: the last one added verifies.
+    let n = crate::MAX_PASSWORDS - 1;
+    assert!(store
+        .verify_login("alice", &Secret::from(format!("pw{n}")))
+        .await
+        .expect("verify")
+        .is_some());
+}
+
+#[tokio::test]
+async fn identities_per_protocol() {
+    let (_dir, _, store) = fresh();
+    store.add_account(with_token("shared")).await.expect("add");
+    store
+        .set_identity("shared", Protocol::Smtp, Some("delegate@contoso.com"))
+        .await
+        .expect("set");
+    let shown = store
+        .account("shared")
+        .await
+        .expect("show")
+        .expect("exists");
+    assert_eq!(shown.mailbox_for(Protocol::Imap), "shared@contoso.com");
+    assert_eq!(shown.mailbox_for(Protocol::Smtp), "delegate@contoso.com");
+    assert!(matches!(
+        store
+            .set_identity("shared", Protocol::Imap, Some("not-an-address"))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.set_identity("nobody", Protocol::Imap, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_identity("shared", Protocol::Smtp, None)
+        .await
+        .expect("clear");
+    let shown = store
+        .account("shared")
+        .await
+        .expect("show")
+        .expect("exists");
+    assert!(shown.identities.is_empty());
+}
+
+#[tokio::test]
+async fn grant_health_and_reconsent_transition() {
+    let (_dir, _, store) = fresh();
+    let alice = store.add_account(with_token("alice")).await.expect("add");
+    assert_eq!(alice.health, crate::GrantHealth::default());
+    store
+        .record_grant_success(alice.id, 1_900_000_000)
+        .await
+        .expect("success");
+    let failure = crate::GrantFailure {
+        at: 1_800_000_000,
+        class: "reconsent".into(),
+        codes: vec![700082, 70000],
+        reason: "AADSTS700082: expired".into(),
+    };
+    store
+        .record_grant_failure(alice.id, &failure)
+        .await
+        .expect("failure");
+    let shown = store.account("alice").await.expect("show").expect("exists");
+    assert!(shown.health.last_refresh_at.is_some());
+    assert_eq!(shown.health.access_token_expires_at, Some(1_900_000_000));
+    assert_eq!(shown.health.last_failure, Some(failure));
+
+    assert!(store
+        .mark_needs_reconsent(alice.id, "AADSTS700082: expired")
+        .await
+        .expect("mark"));
+    assert!(
+        !store
+            .mark_needs_reconsent(alice.id, "again")
+            .await
+            .expect("mark"),
+        "only the first caller sees the transition"
+    );
+    let shown = store.account("alice").await.expect("show").expect("exists");
+    assert_eq!(shown.status, AccountStatus::NeedsReconsent);
+    assert_eq!(
+        shown.status_reason.as_deref(),
+        Some("AADSTS700082: expired")
+    );
+    store
+        .import_refresh_token("alice", &Secret::from(ROTATED))
+        .await
+        .expect("import");
+    assert!(store
+        .mark_needs_reconsent(alice.id, "again")
+        .await
+        .expect("mark"));
+}

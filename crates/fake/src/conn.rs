@@ -1,4 +1,5 @@
-//! Buffered reading of lines and literals from a client, with limits, and writing replies.
+//! Buffered reading of lines and literals from a client, with limits, and writing replies;
+//! shared by the fake protocol services.
 
 use std::io;
 

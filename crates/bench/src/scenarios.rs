@@ -1,0 +1,434 @@
+//! The measurements. Each runs the same client code against the upstream directly and
+//! through oxbridge, in this run, so the ratio is meaningful on a noisy machine.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::client::{login_round_trip, Client, Credentials};
+use crate::stats::{ms, percentile, Row};
+use crate::world::World;
+use crate::Args;
+
+/// Sizes of one run.
+struct Plan {
+    sequential: usize,
+    cold_accounts: usize,
+    parallel_workers: usize,
+    parallel_each: usize,
+    rate_seconds: u64,
+    message_mb: Vec<usize>,
+    sessions: Vec<usize>,
+    burst_connects: usize,
+    token_burst: usize,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Plan {
+        if args.quick {
+            Plan {
+                sequential: 20,
+                cold_accounts: 3,
+                parallel_workers: 8,
+                parallel_each: 5,
+                rate_seconds: 2,
+                message_mb: vec![2],
+                sessions: args.sessions.clone().unwrap_or_else(|| vec![100]),
+                burst_connects: 100,
+                token_burst: 16,
+            }
+        } else {
+            Plan {
+                sequential: 200,
+                cold_accounts: 30,
+                parallel_workers: 64,
+                parallel_each: 20,
+                rate_seconds: 5,
+                message_mb: vec![20, 200],
+                sessions: args.sessions.clone().unwrap_or_else(|| vec![1000, 9000]),
+                burst_connects: 1000,
+                token_burst: 64,
+            }
+        }
+    }
+}
+
+pub async fn run_all(args: &Args, binary: &Path) -> anyhow::Result<Vec<Row>> {
+    let plan = Plan::new(args);
+    let mut world = World::start(binary, args.pool).await?;
+    let warm = world.add_account("bench").await?;
+    let mut rows = Vec::new();
+
+    // Memory first, each count in a fresh oxbridge, before anything else has grown its heap.
+    for &n in &plan.sessions {
+        eprintln!("memory with {n} idle sessions…");
+        world.start_proxy().await?;
+        login_round_trip(world.proxy, &world.tls, &warm).await?;
+        memory(&world, &warm, n, &mut rows).await?;
+    }
+    world.start_proxy().await?;
+
+    // Warm-up: fills oxbridge's token and credential caches and both TLS session caches.
+    for _ in 0..5 {
+        login_round_trip(world.proxy, &world.tls, &warm).await?;
+        login_round_trip(world.direct, &world.tls, &world.direct_credentials).await?;
+    }
+
+    eprintln!("login latency, sequential…");
+    let direct = sequential(
+        world.direct,
+        &world,
+        &world.direct_credentials,
+        plan.sequential,
+    )
+    .await?;
+    let proxy = sequential(world.proxy, &world, &warm, plan.sequential).await?;
+    push_latency(&mut rows, "login, sequential, warm cache", direct, proxy);
+
+    let direct = phases(
+        world.direct,
+        &world,
+        &world.direct_credentials,
+        plan.sequential,
+    )
+    .await?;
+    let proxy = phases(world.proxy, &world, &warm, plan.sequential).await?;
+    for (i, name) in ["connect + TLS + greeting", "login", "SELECT + LOGOUT"]
+        .iter()
+        .enumerate()
+    {
+        let pick = |all: &[crate::client::Phases]| -> Vec<Duration> {
+            all.iter()
+                .map(|p| [p.connect, p.login, p.rest][i])
+                .collect()
+        };
+        rows.push(Row::both(
+            format!("  phase: {name}, p50"),
+            "ms",
+            ms(percentile(&mut pick(&direct), 50.0)),
+            ms(percentile(&mut pick(&proxy), 50.0)),
+        ));
+    }
+
+    eprintln!("login latency, cold cache…");
+    let mut cold = Vec::new();
+    for i in 0..plan.cold_accounts {
+        let credentials = world.add_account(&format!("cold{i}")).await?;
+        let started = Instant::now();
+        login_round_trip(world.proxy, &world.tls, &credentials).await?;
+        cold.push(started.elapsed());
+    }
+    let direct = sequential(
+        world.direct,
+        &world,
+        &world.direct_credentials,
+        plan.cold_accounts,
+    )
+    .await?;
+    push_latency(
+        &mut rows,
+        "login, sequential, cold cache (token + Argon2)",
+        direct,
+        cold,
+    );
+
+    eprintln!("login latency, {} in parallel…", plan.parallel_workers);
+    let direct = parallel(world.direct, &world, &world.direct_credentials, &plan).await?;
+    let proxy = parallel(world.proxy, &world, &warm, &plan).await?;
+    push_latency(
+        &mut rows,
+        &format!("login, {} in parallel, warm", plan.parallel_workers),
+        direct,
+        proxy,
+    );
+
+    eprintln!("logins per second…");
+    let direct = rate(world.direct, &world, &world.direct_credentials, &plan).await?;
+    let proxy = rate(world.proxy, &world, &warm, &plan).await?;
+    rows.push(Row::both(
+        "logins per second, sustained, warm",
+        "logins/s",
+        direct,
+        proxy,
+    ));
+
+    for &mb in &plan.message_mb {
+        eprintln!("FETCH of a {mb} MB message…");
+        let uid = world.deliver("Drafts", mb * 1_000_000).await?;
+        let direct = fetch_throughput(world.direct, &world, &world.direct_credentials, uid).await?;
+        let proxy = fetch_throughput(world.proxy, &world, &warm, uid).await?;
+        rows.push(Row::both(
+            format!("FETCH {mb} MB message"),
+            "MB/s",
+            direct,
+            proxy,
+        ));
+    }
+
+    eprintln!("token requests per burst…");
+    let fresh = world.add_account("burst").await?;
+    let before = world.token_requests().await?;
+    let successes = burst_logins(world.proxy, &world, &fresh, plan.token_burst).await;
+    anyhow::ensure!(
+        successes == plan.token_burst,
+        "burst logins failed: {successes}"
+    );
+    rows.push(Row::proxy_only(
+        format!(
+            "token requests for a burst of {} cold logins",
+            plan.token_burst
+        ),
+        "requests",
+        (world.token_requests().await? - before) as f64,
+    ));
+
+    eprintln!("burst of {} simultaneous connects…", plan.burst_connects);
+    let greeted = burst_connects(world.proxy, &world, plan.burst_connects).await;
+    rows.push(Row::proxy_only(
+        format!(
+            "connections lost in a burst of {} connects",
+            plan.burst_connects
+        ),
+        "connections",
+        (plan.burst_connects - greeted) as f64,
+    ));
+    Ok(rows)
+}
+
+fn push_latency(
+    rows: &mut Vec<Row>,
+    name: &str,
+    mut direct: Vec<Duration>,
+    mut proxy: Vec<Duration>,
+) {
+    for p in [50.0, 99.0] {
+        rows.push(Row::both(
+            format!("{name}, p{p}"),
+            "ms",
+            ms(percentile(&mut direct, p)),
+            ms(percentile(&mut proxy, p)),
+        ));
+    }
+}
+
+async fn sequential(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        login_round_trip(addr, &world.tls, credentials).await?;
+        samples.push(started.elapsed());
+    }
+    Ok(samples)
+}
+
+async fn phases(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    n: usize,
+) -> anyhow::Result<Vec<crate::client::Phases>> {
+    let mut all = Vec::with_capacity(n);
+    for _ in 0..n {
+        all.push(crate::client::timed_round_trip(addr, &world.tls, credentials).await?);
+    }
+    Ok(all)
+}
+
+async fn parallel(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..plan.parallel_workers {
+        let tls = world.tls.clone();
+        let credentials = credentials.clone();
+        let each = plan.parallel_each;
+        tasks.spawn(async move {
+            let mut samples = Vec::with_capacity(each);
+            for _ in 0..each {
+                let started = Instant::now();
+                login_round_trip(addr, &tls, &credentials).await?;
+                samples.push(started.elapsed());
+            }
+            Ok::<_, std::io::Error>(samples)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
+
+async fn rate(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    plan: &Plan,
+) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(plan.rate_seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..plan.parallel_workers {
+        let (tls, credentials, done) = (world.tls.clone(), credentials.clone(), done.clone());
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                login_round_trip(addr, &tls, &credentials).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, std::io::Error>(())
+        });
+    }
+    while let Some(finished) = tasks.join_next().await {
+        finished??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn fetch_throughput(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    uid: u32,
+) -> anyhow::Result<f64> {
+    let mut client = Client::connect(addr, &world.tls).await?;
+    client.login(credentials).await?;
+    client.command("SELECT Drafts").await?;
+    let started = Instant::now();
+    let bytes = client
+        .command(&format!("UID FETCH {uid} (BODY.PEEK[])"))
+        .await?;
+    let elapsed = started.elapsed();
+    client.logout().await?;
+    Ok(bytes as f64 / 1_000_000.0 / elapsed.as_secs_f64())
+}
+
+async fn burst_logins(
+    addr: SocketAddr,
+    world: &World,
+    credentials: &Credentials,
+    n: usize,
+) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (tls, credentials) = (world.tls.clone(), credentials.clone());
+        tasks.spawn(async move { login_round_trip(addr, &tls, &credentials).await.is_ok() });
+    }
+    let mut ok = 0;
+    while let Some(done) = tasks.join_next().await {
+        ok += usize::from(done.unwrap_or(false));
+    }
+    ok
+}
+
+/// Opens `n` connections at once and counts those that got their greeting.
+async fn burst_connects(addr: SocketAddr, world: &World, n: usize) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let tls = world.tls.clone();
+        tasks.spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(30), Client::connect(addr, &tls)).await {
+                Ok(Ok(client)) => client.logout().await.is_ok(),
+                _ => false,
+            }
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = tasks.join_next().await {
+        ok += usize::from(done.unwrap_or(false));
+    }
+    ok
+}
+
+/// RSS per authenticated IDLE session, before and after each moved 64 KiB both ways.
+async fn memory(
+    world: &World,
+    credentials: &Credentials,
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = world.proxy_rss_kib()?;
+    rows.push(Row::proxy_only(
+        format!("RSS of oxbridge before {n} sessions"),
+        "KiB",
+        baseline as f64,
+    ));
+    let mut sessions = Vec::with_capacity(n);
+    let mut opening = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..32 {
+        let (tls, credentials, next, addr) = (
+            world.tls.clone(),
+            credentials.clone(),
+            next.clone(),
+            world.proxy,
+        );
+        opening.spawn(async move {
+            let mut mine = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let mut client = Client::connect(addr, &tls).await?;
+                client.login(&credentials).await?;
+                client.command("SELECT INBOX").await?;
+                let tag = client.idle().await?;
+                mine.push((client, tag));
+            }
+            Ok::<_, std::io::Error>(mine)
+        });
+    }
+    while let Some(done) = opening.join_next().await {
+        sessions.extend(done?.context("opening idle sessions")?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = world.proxy_rss_kib()?;
+    rows.push(Row::proxy_only(
+        format!("RSS per idle IMAP session, {n} sessions"),
+        "KiB",
+        (idle.saturating_sub(baseline)) as f64 / n as f64,
+    ));
+
+    // Each session moves 64 KiB up (APPEND to a folder no one watches) and 64 KiB down
+    // (FETCH), then idles again.
+    let mut moved = Vec::with_capacity(n);
+    let mut work = tokio::task::JoinSet::new();
+    let chunk = sessions.len().div_ceil(32).max(1);
+    while !sessions.is_empty() {
+        let batch: Vec<_> = sessions.drain(..chunk.min(sessions.len())).collect();
+        work.spawn(async move {
+            let mut out = Vec::with_capacity(batch.len());
+            for (mut client, tag) in batch {
+                client.done(&tag).await?;
+                client.command_append_elsewhere().await?;
+                client.command("UID FETCH 2 (BODY.PEEK[])").await?;
+                let tag = client.idle().await?;
+                out.push((client, tag));
+            }
+            Ok::<_, std::io::Error>(out)
+        });
+    }
+    while let Some(done) = work.join_next().await {
+        moved.extend(done?.context("moving 64 KiB")?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = world.proxy_rss_kib()?;
+    rows.push(Row::proxy_only(
+        format!("RSS per idle IMAP session after 64 KiB each way, {n} sessions"),
+        "KiB",
+        (after.saturating_sub(baseline)) as f64 / n as f64,
+    ));
+    drop(moved);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}

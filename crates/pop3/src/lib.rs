@@ -1,0 +1,18 @@
+//! POP3 for oxbridge: the client-facing pre-auth dialog ([`Pop3FrontEnd`], sans-IO) and the
+//! upstream XOAUTH2 login ([`Pop3BackEnd`]).
+//!
+//! Before login oxbridge answers CAPA, STLS, USER/PASS, AUTH PLAIN/LOGIN, NOOP and QUIT
+//! itself; after the upstream accepts the token, every byte (STAT, LIST, RETR, DELE, …) is the
+//! upstream's.
+
+#![forbid(unsafe_code)]
+
+mod back;
+mod capa;
+mod front;
+mod parse;
+
+pub use back::Pop3BackEnd;
+pub use capa::UpstreamCapabilities;
+pub use front::{Pop3FrontEnd, Pop3Settings};
+pub use parse::{parse_command, Command};
