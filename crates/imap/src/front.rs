@@ -361,6 +361,10 @@ impl FrontEnd for ImapFrontEnd {
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
     }
+
+    fn spliced_goodbye(&self) -> Option<&'static [u8]> {
+        Some(b"* BYE [UNAVAILABLE] Server shutting down.\r\n")
+    }
 }
 
 #[cfg(test)]

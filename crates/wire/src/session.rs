@@ -80,6 +80,19 @@ pub trait FrontEnd: Send {
 
     /// The server is shutting down; write a goodbye if the protocol has one.
     fn shutting_down(&mut self, out: &mut Vec<u8>);
+
+    /// What the driver may write to the client when the server ends a *spliced* session
+    /// (the drain at shutdown), or `None` to close without a word. Asked once, before the
+    /// front-end is dropped for the splice. The driver writes it only where the upstream's
+    /// output stopped at a line end, but it cannot know whether that end is between two
+    /// responses, so only a protocol that allows an unsolicited line anywhere between
+    /// responses should say anything: IMAP does (an untagged `* BYE`, RFC 9051 §7.1.5);
+    /// POP3 and SMTP do not (an `-ERR` or `421` could be taken as the answer to a command
+    /// in flight, or as part of a multi-line reply), so they close silently and their
+    /// clients see a dropped connection, which they treat as temporary.
+    fn spliced_goodbye(&self) -> Option<&'static [u8]> {
+        None
+    }
 }
 
 /// An authenticated upstream connection.

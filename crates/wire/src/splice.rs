@@ -5,19 +5,36 @@
 //! readable, writes straight from it, and keeps a heap copy only of what the other side
 //! could not take yet. EOF on one side becomes a half-close on the other, and an idle timer
 //! ends sessions on which nothing moved for too long; it is re-armed only when it fires,
-//! so the per-chunk cost is one flag store.
+//! so the per-chunk cost is one flag store (and one byte store, see below).
+//!
+//! A server that must end a spliced session (the drain at shutdown) cannot know where the
+//! protocol's messages begin and end: it never parses the traffic. [`splice_until`] therefore
+//! stops at the best point it can find without parsing: it stops forwarding the client's
+//! commands, lets the upstream finish what it is sending, and returns once that direction has
+//! been quiet for a moment with nothing held back. [`SpliceStats::at_line_boundary`] then
+//! says whether the last byte the client got was a line feed, so a protocol that allows an
+//! unsolicited line between responses (IMAP's untagged `* BYE`) can say goodbye.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
 
 /// Size of the per-thread read buffer: several TLS records per read.
 const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// While stopping, the upstream direction counts as finished once nothing has moved for
+/// this long: a response in progress arrives in bursts far closer together than this.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// While stopping, give up waiting for a quiet moment after this long (a mailbox streaming
+/// a large message, or IDLE updates arriving back to back).
+const DRAIN_MAX: Duration = Duration::from_secs(3);
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
@@ -45,6 +62,12 @@ pub struct SpliceStats {
     pub client_to_upstream: u64,
     pub upstream_to_client: u64,
     pub idle_timeout: bool,
+    /// The `stop` future of [`splice_until`] ended the splice (both connections are intact).
+    pub stopped: bool,
+    /// When stopped: everything read from the upstream reached the client and the last
+    /// byte was a line feed, so the client is between lines (as far as can be known
+    /// without parsing).
+    pub at_line_boundary: bool,
 }
 
 /// Copies `client` ⇄ `upstream` after first delivering bytes either side had already sent
@@ -60,6 +83,34 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    splice_until(
+        client,
+        upstream,
+        client_pending,
+        upstream_pending,
+        settings,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// [`splice`], until `stop` resolves. Then the client's bytes are no longer forwarded (no
+/// new command reaches the upstream), the upstream's keep flowing to the client until they
+/// pause for a moment or a few seconds pass, and the splice returns with
+/// [`SpliceStats::stopped`] set, leaving both connections open for the caller to close,
+/// after a goodbye if the protocol has one that fits [`SpliceStats::at_line_boundary`].
+pub async fn splice_until<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    client_pending: impl AsRef<[u8]>,
+    upstream_pending: impl AsRef<[u8]>,
+    settings: SpliceSettings,
+    stop: impl Future<Output = ()>,
+) -> io::Result<SpliceStats>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let mut stats = SpliceStats::default();
     let pending = client_pending.as_ref();
     if !pending.is_empty() {
@@ -68,30 +119,61 @@ where
         stats.client_to_upstream += pending.len() as u64;
     }
     drop(client_pending);
+    let mut up = Pump::default();
+    let mut down = Pump::default();
     let pending = upstream_pending.as_ref();
-    if !pending.is_empty() {
+    if let Some(&last) = pending.last() {
         client.write_all(pending).await?;
         client.flush().await?;
         stats.upstream_to_client += pending.len() as u64;
+        down.last = last;
     }
     drop(upstream_pending);
 
-    let mut up = Pump::default();
-    let mut down = Pump::default();
     let mut idle = settings
         .idle_timeout
         .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut stop = pin!(stop);
+    // Set once `stop` resolved: the quiet-moment timer and the hard limit.
+    let mut draining: Option<(Pin<Box<Sleep>>, Pin<Box<Sleep>>)> = None;
 
-    let result = poll_fn(|cx| -> Poll<io::Result<bool>> {
+    let result = poll_fn(|cx| -> Poll<io::Result<End>> {
+        if draining.is_none() && stop.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            draining = Some((
+                Box::pin(tokio::time::sleep_until(now + DRAIN_QUIET)),
+                Box::pin(tokio::time::sleep_until(now + DRAIN_MAX)),
+            ));
+            down.active = false;
+        }
+        if let Some((quiet, limit)) = draining.as_mut() {
+            // Only the upstream's direction moves now; the client's commands stay unread.
+            if down
+                .poll(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))?
+                .is_ready()
+            {
+                return Poll::Ready(Ok(End::Closed));
+            }
+            if std::mem::take(&mut down.active) {
+                quiet
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + DRAIN_QUIET);
+            }
+            let settled = quiet.as_mut().poll(cx).is_ready() && down.pending.is_empty();
+            if settled || limit.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(End::Stopped));
+            }
+            return Poll::Pending;
+        }
         let up_done = up.poll(cx, Pin::new(&mut *client), Pin::new(&mut *upstream))?;
         let down_done = down.poll(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))?;
         if up_done.is_ready() && down_done.is_ready() {
-            return Poll::Ready(Ok(false));
+            return Poll::Ready(Ok(End::Closed));
         }
         if let Some((period, sleep)) = idle.as_mut() {
             while sleep.as_mut().poll(cx).is_ready() {
                 if !std::mem::take(&mut up.active) && !std::mem::take(&mut down.active) {
-                    return Poll::Ready(Ok(true));
+                    return Poll::Ready(Ok(End::Idle));
                 }
                 let next = tokio::time::Instant::now() + *period;
                 sleep.as_mut().reset(next);
@@ -103,12 +185,28 @@ where
 
     stats.client_to_upstream += up.total;
     stats.upstream_to_client += down.total;
-    stats.idle_timeout = result?;
+    match result? {
+        End::Closed => {}
+        End::Idle => stats.idle_timeout = true,
+        End::Stopped => {
+            stats.stopped = true;
+            stats.at_line_boundary = down.pending.is_empty() && down.last == b'\n';
+        }
+    }
     Ok(stats)
 }
 
+/// How the copying loop ended.
+enum End {
+    /// Both directions reached end of file.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// `stop` resolved and the upstream's direction settled (or ran out of time).
+    Stopped,
+}
+
 /// One direction of the splice.
-#[derive(Default)]
 struct Pump {
     /// Bytes read but not yet accepted by the writer; empty (unallocated) most of the time.
     pending: Vec<u8>,
@@ -118,6 +216,24 @@ struct Pump {
     done: bool,
     active: bool,
     total: u64,
+    /// The last byte read, so a stopped splice can tell whether it stopped between lines.
+    last: u8,
+}
+
+impl Default for Pump {
+    fn default() -> Self {
+        Self {
+            pending: Vec::new(),
+            start: 0,
+            eof: false,
+            need_flush: false,
+            done: false,
+            active: false,
+            total: 0,
+            // Before the splice, the last thing either side got was a whole reply line.
+            last: b'\n',
+        }
+    }
 }
 
 impl Pump {
@@ -189,6 +305,7 @@ impl Pump {
                 return Poll::Ready(Ok(()));
             }
             self.active = true;
+            self.last = scratch[n - 1];
             let mut written = 0;
             while written < n {
                 match writer.as_mut().poll_write(cx, &scratch[written..n]) {
@@ -263,6 +380,115 @@ mod tests {
         .await
         .unwrap();
         assert!(stats.idle_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_lets_the_upstream_finish_and_reports_a_line_boundary() {
+        let (mut client_far, mut client_near) = duplex(4096);
+        let (mut upstream_near, mut upstream_far) = duplex(4096);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stats = splice_until(
+                &mut client_near,
+                &mut upstream_near,
+                b"",
+                b"",
+                SpliceSettings::default(),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await;
+            (stats, client_near, upstream_near)
+        });
+        upstream_far.write_all(b"* 3 EXISTS\r\n").await.unwrap();
+        let mut line = [0u8; 12];
+        client_far.read_exact(&mut line).await.unwrap();
+        stop_tx.send(()).unwrap();
+        // After the stop the client's command is no longer forwarded, while the upstream's
+        // answer to an earlier one still reaches the client.
+        client_far.write_all(b"a1 NOOP\r\n").await.unwrap();
+        upstream_far.write_all(b"* 4 EXISTS\r\n").await.unwrap();
+        let (stats, mut client_near, _upstream_near) = task.await.unwrap();
+        let stats = stats.unwrap();
+        assert!(stats.stopped && stats.at_line_boundary, "{stats:?}");
+        assert_eq!(stats.client_to_upstream, 0);
+        assert_eq!(stats.upstream_to_client, 24);
+        client_near.write_all(b"* BYE\r\n").await.unwrap();
+        drop(client_near);
+        let mut rest = Vec::new();
+        client_far.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"* 4 EXISTS\r\n* BYE\r\n");
+        let mut nothing = [0u8; 1];
+        let pending = tokio::time::timeout(Duration::from_secs(1), upstream_far.read(&mut nothing));
+        assert!(
+            pending.await.is_err(),
+            "the NOOP must not reach the upstream"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_in_the_middle_of_a_line_is_reported() {
+        let (mut client_far, mut client_near) = duplex(4096);
+        let (mut upstream_near, mut upstream_far) = duplex(4096);
+        upstream_far
+            .write_all(b"* 1 FETCH (BODY[] {100}\r\nhalf a mess")
+            .await
+            .unwrap();
+        let stats = splice_until(
+            &mut client_near,
+            &mut upstream_near,
+            b"",
+            b"",
+            SpliceSettings::default(),
+            tokio::time::sleep(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+        assert!(stats.stopped && !stats.at_line_boundary, "{stats:?}");
+        let mut got = vec![0u8; stats.upstream_to_client as usize];
+        client_far.read_exact(&mut got).await.unwrap();
+        assert!(got.ends_with(b"half a mess"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_gives_up_waiting_for_a_chatty_upstream() {
+        let (mut client_far, mut client_near) = duplex(1 << 16);
+        let (mut upstream_near, mut upstream_far) = duplex(1 << 16);
+        let chatter = tokio::spawn(async move {
+            loop {
+                if upstream_far
+                    .write_all(b"* OK still here\r\n")
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = client_far.read_to_end(&mut sink).await;
+        });
+        let started = tokio::time::Instant::now();
+        let stats = splice_until(
+            &mut client_near,
+            &mut upstream_near,
+            b"",
+            b"",
+            SpliceSettings::default(),
+            tokio::time::sleep(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+        assert!(stats.stopped);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1) + DRAIN_MAX, "{took:?}");
+        assert!(took < Duration::from_secs(2) + DRAIN_MAX, "{took:?}");
+        drop((client_near, upstream_near));
+        chatter.abort();
+        let _ = reader.await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
