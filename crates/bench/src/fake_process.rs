@@ -34,6 +34,8 @@ pub async fn serve() -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
     let hello = json!({
         "imap": fake.imap_addr().to_string(),
+        "pop3": fake.pop3_addr().to_string(),
+        "smtp": fake.smtp_addr().to_string(),
         "authority": fake.authority(),
         "tenant": fake.tenant(),
         "ca_pem": fake.pki().ca_pem(),

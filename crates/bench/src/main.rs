@@ -5,6 +5,7 @@
 
 mod client;
 mod fake_process;
+mod line_client;
 mod scenarios;
 mod stats;
 mod world;
@@ -29,6 +30,9 @@ pub struct Args {
     /// Greeted upstream connections oxbridge keeps ready (`[upstream.imap] pool_size`).
     #[arg(long, default_value_t = 0)]
     pub pool: usize,
+    /// Message sizes for the throughput measurements, in MB (default 20,200; quick: 2).
+    #[arg(long, value_delimiter = ',')]
+    pub message_mb: Option<Vec<usize>>,
     /// Internal: run as the fake Exchange Online process.
     #[arg(long, hide = true)]
     pub fake_server: bool,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::client::{login_round_trip, Client, Credentials};
+use crate::fake_process::MAILBOX;
+use crate::line_client;
 use crate::stats::{ms, percentile, Row};
 use crate::world::World;
 use crate::Args;
@@ -36,7 +38,7 @@ impl Plan {
                 parallel_workers: 8,
                 parallel_each: 5,
                 rate_seconds: 2,
-                message_mb: vec![2],
+                message_mb: args.message_mb.clone().unwrap_or_else(|| vec![2]),
                 sessions: args.sessions.clone().unwrap_or_else(|| vec![100]),
                 burst_connects: 100,
                 token_burst: 16,
@@ -48,7 +50,7 @@ impl Plan {
                 parallel_workers: 64,
                 parallel_each: 20,
                 rate_seconds: 5,
-                message_mb: vec![20, 200],
+                message_mb: args.message_mb.clone().unwrap_or_else(|| vec![20, 200]),
                 sessions: args.sessions.clone().unwrap_or_else(|| vec![1000, 9000]),
                 burst_connects: 1000,
                 token_burst: 64,
@@ -163,6 +165,47 @@ pub async fn run_all(args: &Args, binary: &Path) -> anyhow::Result<Vec<Row>> {
         let proxy = fetch_throughput(world.proxy, &world, &warm, uid).await?;
         rows.push(Row::both(
             format!("FETCH {mb} MB message"),
+            "MB/s",
+            direct,
+            proxy,
+        ));
+    }
+
+    for (i, &mb) in plan.message_mb.iter().enumerate() {
+        eprintln!("POP3 RETR of a {mb} MB message…");
+        world.deliver("INBOX", mb * 1_000_000).await?;
+        // Two small messages are there from the start; each size adds one.
+        let number = 3 + i;
+        let direct = line_client::pop3_retr(
+            world.direct_pop3,
+            &world.tls,
+            &world.direct_credentials,
+            number,
+        )
+        .await?;
+        let proxy = line_client::pop3_retr(world.proxy_pop3, &world.tls, &warm, number).await?;
+        rows.push(Row::both(
+            format!("POP3 RETR {mb} MB message"),
+            "MB/s",
+            direct,
+            proxy,
+        ));
+    }
+    for &mb in &plan.message_mb {
+        eprintln!("SMTP DATA of a {mb} MB message…");
+        let direct = line_client::smtp_data(
+            world.direct_smtp,
+            &world.tls,
+            &world.direct_credentials,
+            MAILBOX,
+            mb * 1_000_000,
+        )
+        .await?;
+        let proxy =
+            line_client::smtp_data(world.proxy_smtp, &world.tls, &warm, MAILBOX, mb * 1_000_000)
+                .await?;
+        rows.push(Row::both(
+            format!("SMTP DATA {mb} MB message"),
             "MB/s",
             direct,
             proxy,

@@ -23,6 +23,10 @@ pub struct World {
     fake: Mutex<FakeProcess>,
     pub proxy: SocketAddr,
     pub direct: SocketAddr,
+    pub proxy_pop3: SocketAddr,
+    pub direct_pop3: SocketAddr,
+    pub proxy_smtp: SocketAddr,
+    pub direct_smtp: SocketAddr,
     pub tls: Arc<rustls::ClientConfig>,
     pub direct_credentials: Credentials,
     dir: tempfile::TempDir,
@@ -42,7 +46,7 @@ impl World {
             root.join("client-secret"),
             crate::fake_process::CLIENT_SECRET,
         )?;
-        let port = free_port()?;
+        let (port, pop3_port, smtp_port) = (free_port()?, free_port()?, free_port()?);
         std::fs::write(
             root.join("oxbridge.toml"),
             format!(
@@ -56,6 +60,24 @@ key = "{root}/key.pem"
 protocol = "imap"
 listen = "127.0.0.1:{port}"
 tls = "implicit"
+[[listener]]
+protocol = "pop3"
+listen = "127.0.0.1:{pop3_port}"
+tls = "implicit"
+[[listener]]
+protocol = "smtp"
+listen = "127.0.0.1:{smtp_port}"
+tls = "starttls"
+[upstream.pop3]
+address = "{pop3}"
+tls = "implicit"
+ca_file = "{root}/ca.pem"
+server_name = "outlook.office365.com"
+[upstream.smtp]
+address = "{smtp}"
+tls = "starttls"
+ca_file = "{root}/ca.pem"
+server_name = "outlook.office365.com"
 [upstream.imap]
 address = "{imap}"
 tls = "implicit"
@@ -74,6 +96,8 @@ max_connections = 20000
 "#,
                 root = root.display(),
                 imap = fake.field("imap")?,
+                pop3 = fake.field("pop3")?,
+                smtp = fake.field("smtp")?,
                 authority = fake.field("authority")?,
                 tenant = fake.field("tenant")?,
             ),
@@ -90,6 +114,10 @@ max_connections = 20000
         let mut world = World {
             proxy: SocketAddr::from(([127, 0, 0, 1], port)),
             direct: fake.field("imap")?.parse()?,
+            proxy_pop3: SocketAddr::from(([127, 0, 0, 1], pop3_port)),
+            direct_pop3: fake.field("pop3")?.parse()?,
+            proxy_smtp: SocketAddr::from(([127, 0, 0, 1], smtp_port)),
+            direct_smtp: fake.field("smtp")?.parse()?,
             tls,
             direct_credentials: Credentials::Token {
                 mailbox: MAILBOX.into(),
@@ -155,7 +183,7 @@ max_connections = 20000
                 "--app",
                 "bench",
                 "--protocols",
-                "imap",
+                "imap,pop3,smtp",
             ])
             .arg("--refresh-token-file")
             .arg(&rt_file)

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
-use oxbridge_store::{Account, AccountStatus, CredentialStore, GrantFailure, GrantKind};
+use oxbridge_store::{
+    Account, AccountStatus, CredentialStore, GrantFailure, GrantKind, SharedToken, StoreError,
+};
 use oxbridge_wire::Secret;
 use rand::Rng;
 use tokio::time::Instant;
@@ -253,7 +255,7 @@ impl TokenBroker {
         if let Some(error) = slot.held_off(Instant::now()) {
             return Err(error);
         }
-        self.fetch(account, &slot).await
+        self.fetch(account, &slot, true).await
     }
 
     /// Updates the grant-health gauges from a full account list (bounded labels: app only).
@@ -272,6 +274,9 @@ impl TokenBroker {
             account.refresh_token_updated_at,
             account.status == AccountStatus::Active,
         );
+        if self.store.is_shared() {
+            self.forget_superseded(account.id, &slot).await;
+        }
         if let Some(answer) = self.answer_from_cache(&slot) {
             return answer;
         }
@@ -280,7 +285,7 @@ impl TokenBroker {
         if let Some(answer) = self.answer_from_cache(&slot) {
             return answer;
         }
-        self.fetch(account, &slot).await
+        self.fetch(account, &slot, false).await
     }
 
     /// Drops the cached access token for an account (e.g. the upstream rejected it), so the
@@ -318,9 +323,128 @@ impl TokenBroker {
     }
 
     /// Performs the grant, persists a rotated refresh token, and caches the result; called
-    /// with the account's flight lock held.
-    async fn fetch(&self, account: &Account, slot: &Slot) -> Result<AccessToken, TokenError> {
+    /// with the account's flight lock held. `force` (background refresh) requests a new token
+    /// even if the shared store holds a usable one, unless another replica stored it since.
+    async fn fetch(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        force: bool,
+    ) -> Result<AccessToken, TokenError> {
+        if self.store.is_shared() && account.grant != GrantKind::Password {
+            return self.fetch_shared(account, slot, force).await;
+        }
         self.fetch_with(account, slot, None).await
+    }
+
+    /// Per-replica cache invalidation: a cached token from a shared store whose grant version
+    /// has moved on (another replica refreshed, the grant was replaced or the account's
+    /// status changed) is dropped; one indexed read per login. If the store cannot answer,
+    /// the cached token keeps serving (a database outage must not break those logins).
+    async fn forget_superseded(&self, account_id: i64, slot: &Slot) {
+        let Some(cached) = slot.unexpired(Instant::now()).and_then(|t| t.version) else {
+            return;
+        };
+        if let Ok(Some(stored)) = self.store.grant_version(account_id).await {
+            if stored != cached {
+                slot.forget_token();
+            }
+        }
+    }
+
+    /// The cross-replica single flight (shared store), under this process's flight lock:
+    /// adopt a usable access token another replica stored; else take the account's lock in
+    /// the store, re-check, and only then request a token with the newest stored refresh
+    /// token, storing the outcome before releasing the lock. N replicas × M logins thus make
+    /// one request, and no replica ever uses a refresh token older than the stored one.
+    async fn fetch_shared(
+        &self,
+        account: &Account,
+        slot: &Slot,
+        force: bool,
+    ) -> Result<AccessToken, TokenError> {
+        let known = slot.unexpired(Instant::now()).and_then(|t| t.version);
+        let rejected = slot.rejected_version();
+        let margin = i64::try_from(self.settings.refresh_margin.as_secs()).unwrap_or(i64::MAX);
+        let usable = |token: &SharedToken| {
+            Some(token.version) != rejected
+                && !(force && Some(token.version) == known)
+                && token.expires_at - unix(SystemTime::now()) > margin
+        };
+        if !force {
+            match self.store.load_shared_token(account.id).await {
+                Ok(Some(token)) if usable(&token) => return Ok(adopt(slot, token)),
+                Ok(_) => {}
+                Err(e) => return store_unavailable(account, slot, e),
+            }
+        }
+        let mut lock = match self.store.lock_refresh(account.id).await {
+            Ok(lock) => lock,
+            Err(e) => return store_unavailable(account, slot, e),
+        };
+        if let Some(token) = lock.shared_token().filter(|t| usable(t)) {
+            drop(lock);
+            return Ok(adopt(slot, token));
+        }
+        let refresh_token = match account.grant {
+            GrantKind::RefreshToken => match lock.refresh_token().await {
+                Ok(Some(token)) if !token.is_empty() => Some(token),
+                Ok(_) => {
+                    drop(lock);
+                    return self.failed(account, slot, TokenError::NoRefreshToken).await;
+                }
+                Err(e) => return store_unavailable(account, slot, e),
+            },
+            _ => None,
+        };
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let issued = match self.request(account, None, refresh_token).await {
+            Ok(issued) => issued,
+            Err(error @ TokenError::Store(_)) => return Err(error),
+            Err(error) => {
+                drop(lock);
+                return self.failed(account, slot, error).await;
+            }
+        };
+        let lifetime = issued.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        let rotated = issued
+            .refresh_token
+            .as_ref()
+            .filter(|_| account.grant == GrantKind::RefreshToken);
+        // Persist before use, as in `fetch_with`: the rotated refresh token and the access
+        // token commit together; if that fails the stored refresh token is still valid.
+        let version = match lock
+            .commit(rotated, &issued.access_token, unix(started_wall + lifetime))
+            .await
+        {
+            Ok(version) => version,
+            Err(e) => {
+                tracing::warn!(
+                    account = %account.name,
+                    app = %account.app,
+                    error = %e,
+                    "could not store the refreshed grant; access token discarded"
+                );
+                return Err(TokenError::Store(e.to_string()));
+            }
+        };
+        self.record_health(account.id, Ok(unix(started_wall + lifetime)));
+        let token = CachedToken {
+            secret: issued.access_token,
+            expires_at: started_wall + lifetime,
+            valid_until: started + lifetime,
+            version: Some(version),
+        };
+        slot.store(token.clone());
+        tracing::debug!(
+            account = %account.name,
+            app = %account.app,
+            expires_in = lifetime.as_secs(),
+            version,
+            "access token obtained and shared"
+        );
+        Ok(AccessToken::from_cache(token, true))
     }
 
     /// [`TokenBroker::fetch`] with the login password, for password-grant accounts.
@@ -332,7 +456,7 @@ impl TokenBroker {
     ) -> Result<AccessToken, TokenError> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let issued = match self.request(account, password).await {
+        let issued = match self.request(account, password, None).await {
             Ok(issued) => issued,
             // The store failing says nothing about the grant or the endpoint: no hold-off,
             // the next login simply tries again.
@@ -369,6 +493,7 @@ impl TokenBroker {
             secret: issued.access_token,
             expires_at: started_wall + lifetime,
             valid_until: started + lifetime,
+            version: None,
         };
         slot.store(token.clone());
         tracing::debug!(
@@ -380,12 +505,14 @@ impl TokenBroker {
         Ok(AccessToken::from_cache(token, true))
     }
 
-    /// Looks up the app, reads the refresh token for delegated accounts, and performs the
-    /// grant, recording the request's outcome and latency.
+    /// Looks up the app, reads the refresh token for delegated accounts (unless the caller
+    /// read it under the store's refresh lock), and performs the grant, recording the
+    /// request's outcome and latency.
     async fn request(
         &self,
         account: &Account,
         password: Option<&Secret>,
+        locked_refresh_token: Option<Secret>,
     ) -> Result<Issued, TokenError> {
         let app = self
             .apps
@@ -420,13 +547,16 @@ impl TokenBroker {
                 .await
             }
             GrantKind::RefreshToken => {
-                let refresh_token = self
-                    .store
-                    .refresh_token(account.id)
-                    .await
-                    .map_err(|e| TokenError::Store(e.to_string()))?
-                    .filter(|rt| !rt.is_empty())
-                    .ok_or(TokenError::NoRefreshToken)?;
+                let refresh_token = match locked_refresh_token {
+                    Some(token) => token,
+                    None => self
+                        .store
+                        .refresh_token(account.id)
+                        .await
+                        .map_err(|e| TokenError::Store(e.to_string()))?
+                        .filter(|rt| !rt.is_empty())
+                        .ok_or(TokenError::NoRefreshToken)?,
+                };
                 self.timed(
                     &account.app,
                     GRANT_REFRESH_TOKEN,
@@ -555,6 +685,34 @@ impl TokenBroker {
             }
         }
         Err(error)
+    }
+}
+
+/// Caches a token another replica stored and serves it: no request.
+fn adopt(slot: &Slot, token: SharedToken) -> AccessToken {
+    let left = u64::try_from(token.expires_at - unix(SystemTime::now())).unwrap_or(0);
+    let cached = CachedToken {
+        secret: token.secret,
+        expires_at: std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(token.expires_at).unwrap_or(0)),
+        valid_until: Instant::now() + Duration::from_secs(left),
+        version: Some(token.version),
+    };
+    slot.store(cached.clone());
+    AccessToken::from_cache(cached, false)
+}
+
+/// The shared store cannot be reached: like any store failure, no hold-off (it says nothing
+/// about the grant); a cached token that has not expired still serves.
+fn store_unavailable(
+    account: &Account,
+    slot: &Slot,
+    error: StoreError,
+) -> Result<AccessToken, TokenError> {
+    tracing::warn!(account = %account.name, error = %error, "store unavailable for the token");
+    match slot.unexpired(Instant::now()) {
+        Some(token) => Ok(AccessToken::from_cache(token, false)),
+        None => Err(TokenError::Store(error.to_string())),
     }
 }
 

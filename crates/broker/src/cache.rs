@@ -17,6 +17,9 @@ pub(crate) struct CachedToken {
     pub expires_at: SystemTime,
     /// Monotonic expiry, used for every decision (immune to clock steps; pausable in tests).
     pub valid_until: Instant,
+    /// The shared store's grant version this token belongs to; `None` with a store of one
+    /// process.
+    pub version: Option<i64>,
 }
 
 /// A failure that is still being held off.
@@ -34,6 +37,8 @@ struct RecentFailure {
 struct SlotState {
     token: Option<CachedToken>,
     failure: Option<RecentFailure>,
+    /// Version of a shared token the upstream rejected: not to be adopted again.
+    rejected: Option<i64>,
 }
 
 /// What the cache can say without a request.
@@ -152,9 +157,23 @@ impl Slot {
             .filter(|token| token.valid_until > now)
     }
 
-    /// Forgets the token (the upstream rejected it, or the grant is gone).
+    /// Forgets the token (the upstream rejected it, or the grant is gone); a shared token of
+    /// that version is not adopted from the store again.
     pub fn drop_token(&self) {
+        let mut state = self.state();
+        if let Some(version) = state.token.take().and_then(|t| t.version) {
+            state.rejected = Some(version);
+        }
+    }
+
+    /// Forgets a token that another replica superseded (it was not rejected).
+    pub fn forget_token(&self) {
         self.state().token = None;
+    }
+
+    /// The version of the last shared token dropped as rejected.
+    pub fn rejected_version(&self) -> Option<i64> {
+        self.state().rejected
     }
 
     /// True while a token that has not expired is cached.
@@ -172,6 +191,7 @@ mod tests {
             secret: Secret::from("at"),
             expires_at: SystemTime::now() + lifetime,
             valid_until: now + lifetime,
+            version: None,
         }
     }
 

@@ -152,7 +152,7 @@ impl ImapBackEnd {
         let mut capabilities = None;
         loop {
             let line = read_line(&mut stream, &mut buf).await?;
-            match parse(&line)? {
+            match parse_upstream_line(&line)? {
                 Response::Continue { .. } if !challenged => {
                     // An error challenge (Gmail style): answer empty, then read the NO.
                     challenged = true;
@@ -171,11 +171,11 @@ impl ImapBackEnd {
                         ));
                     }
                     if let Some(ResponseCode::Capabilities(caps)) = code {
-                        capabilities = Some(render(&caps));
+                        capabilities = Some(render_capabilities(&caps));
                     }
                     break;
                 }
-                Response::Capabilities(caps) => capabilities = Some(render(&caps)),
+                Response::Capabilities(caps) => capabilities = Some(render_capabilities(&caps)),
                 Response::Data {
                     status: Status::Bye,
                     information,
@@ -224,7 +224,7 @@ async fn connect(
                     status,
                     information,
                     ..
-                } = parse(&line)?
+                } = parse_upstream_line(&line)?
                 {
                     if status != Status::Ok {
                         return Err(UpstreamError::Protocol(format!(
@@ -247,7 +247,7 @@ where
     S: tokio::io::AsyncRead + Unpin,
 {
     let line = read_line(stream, buf).await?;
-    match parse(&line)? {
+    match parse_upstream_line(&line)? {
         Response::Data {
             status: Status::Ok, ..
         } => Ok(()),
@@ -277,8 +277,8 @@ async fn read_capability(
     let mut found = String::new();
     loop {
         let line = read_line(stream, buf).await?;
-        match parse(&line)? {
-            Response::Capabilities(caps) => found = render(&caps),
+        match parse_upstream_line(&line)? {
+            Response::Capabilities(caps) => found = render_capabilities(&caps),
             Response::Done {
                 tag: t,
                 status,
@@ -315,7 +315,7 @@ async fn expect_continuation(
     buf: &mut BytesMut,
 ) -> Result<(), UpstreamError> {
     let line = read_line(stream, buf).await?;
-    match parse(&line)? {
+    match parse_upstream_line(&line)? {
         Response::Continue { .. } => Ok(()),
         Response::Done { information, .. } => Err(UpstreamError::Rejected(
             information.map(|i| i.into_owned()).unwrap_or_default(),
@@ -324,7 +324,11 @@ async fn expect_continuation(
     }
 }
 
-fn parse(line: &[u8]) -> Result<Response<'_>, UpstreamError> {
+/// Parses one line the upstream sent during login with imap-proto, as every step of
+/// [`ImapBackEnd`]'s dialog does. Public so the fuzz targets reach exactly this path with
+/// arbitrary upstream bytes; an unparsable line is [`UpstreamError::Protocol`] (a temporary
+/// failure for the client), never a panic.
+pub fn parse_upstream_line(line: &[u8]) -> Result<Response<'_>, UpstreamError> {
     match imap_proto::parser::parse_response(line) {
         Ok((_, response)) => Ok(response),
         Err(_) => Err(UpstreamError::Protocol(format!(
@@ -334,7 +338,10 @@ fn parse(line: &[u8]) -> Result<Response<'_>, UpstreamError> {
     }
 }
 
-fn render(caps: &[Capability<'_>]) -> String {
+/// The upstream's capability list as one space-separated string, as the client's tagged OK
+/// carries it (`OK [CAPABILITY …]`). Public for the fuzz targets, which check that nothing an
+/// upstream sends can put a line break into that reply.
+pub fn render_capabilities(caps: &[Capability<'_>]) -> String {
     caps.iter()
         .map(|c| match c {
             Capability::Imap4rev1 => "IMAP4rev1".to_string(),

@@ -311,6 +311,12 @@ impl FrontEnd for ImapFrontEnd {
                             if !synchronizing {
                                 return self.bye(out, "[TOOBIG] Literal too large.");
                             }
+                            // A refused command still counts, or refusals would be an
+                            // endless pre-auth dialog.
+                            self.commands += 1;
+                            if self.commands > self.settings.max_commands {
+                                return self.bye(out, "Too many commands without login");
+                            }
                             input.advance(skip);
                             out.extend_from_slice(
                                 format!("{tag} BAD [TOOBIG] Literal too large.\r\n").as_bytes(),
@@ -476,6 +482,38 @@ mod tests {
         let (out, next) = run(&mut front, b"b LOGIN {104857600+}\r\n");
         assert!(out.starts_with("* BYE"));
         assert!(matches!(next, Next::Close));
+    }
+
+    #[test]
+    fn refused_literals_count_as_commands() {
+        let mut front = ImapFrontEnd::new(ImapSettings::default(), peer());
+        let (out, next) = run(&mut front, &b"a LOGIN {104857600}\r\n".repeat(100));
+        assert_eq!(out.matches("[TOOBIG]").count(), 64, "{out}");
+        assert!(out.ends_with("* BYE Too many commands without login\r\n"));
+        assert!(matches!(next, Next::Close));
+    }
+
+    #[test]
+    fn a_command_of_endless_literals_is_refused_and_the_buffer_stays_bounded() {
+        let settings = ImapSettings {
+            max_line: 1024,
+            max_literal: 256,
+            ..ImapSettings::default()
+        };
+        let bound = crate::parse::max_command(settings.max_line, settings.max_literal);
+        let mut front = ImapFrontEnd::new(settings, peer());
+        let mut buf = BytesMut::from(&b"a ID (\"x\" {0+}\r\n"[..]);
+        let mut out = Vec::new();
+        for _ in 0..2_000 {
+            match front.receive(&mut buf, &mut out) {
+                Next::Read => assert!(buf.len() <= bound, "{} bytes buffered", buf.len()),
+                Next::Close => break,
+                other => panic!("{other:?}"),
+            }
+            buf.extend_from_slice(b" {0+}\r\n");
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("* BYE"), "{out}");
     }
 
     #[test]

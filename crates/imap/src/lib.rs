@@ -11,6 +11,6 @@ mod back;
 mod front;
 mod parse;
 
-pub use back::ImapBackEnd;
+pub use back::{parse_upstream_line, render_capabilities, ImapBackEnd};
 pub use front::{ImapFrontEnd, ImapSettings};
 pub use parse::{assemble, parse_command, Assembled, Command};

@@ -30,19 +30,35 @@ pub enum Assembled {
     LineTooLong,
 }
 
+/// The most bytes one pre-auth command may take, lines and literals together: room for
+/// LOGIN's two literals at their largest. Without a bound on the whole, a command whose every
+/// line ends in another literal (`{0}` after `{0}` …) never completes and the buffer holding
+/// it grows until the pre-auth timeout (found by `fuzz/imap_front`).
+pub fn max_command(max_line: usize, max_literal: usize) -> usize {
+    max_line.saturating_add(max_literal.saturating_mul(2))
+}
+
 /// Finds one command at the start of `input`. `acknowledged` counts the synchronizing
 /// literals of this command the caller has already answered with `+`; it is updated when a
 /// new continuation is due.
+///
+/// While the command is incomplete, `input` holds at most [`max_command`] bytes of it: a
+/// line that would pass that is [`Assembled::LineTooLong`], a literal that would is
+/// [`Assembled::LiteralTooLarge`].
 pub fn assemble(
     input: &[u8],
     max_line: usize,
     max_literal: usize,
     acknowledged: &mut usize,
 ) -> Assembled {
+    let budget = max_command(max_line, max_literal);
     let mut pos = 0;
     let mut literal_index = 0;
     loop {
-        let line_len = match next_line(&input[pos..], max_line) {
+        // The line may take what the command's budget has left (next_line refuses a line
+        // once `limit` bytes arrived without its end, so `+ 1` lets it fill the budget).
+        let limit = max_line.min(budget.saturating_sub(pos).saturating_add(1));
+        let line_len = match next_line(&input[pos..], limit) {
             Ok(Some(len)) => len,
             Ok(None) => {
                 return Assembled::Incomplete {
@@ -57,7 +73,8 @@ pub fn assemble(
                 len: pos + line_len,
             };
         };
-        if size > max_literal as u64 {
+        let after_line = (pos + line_len) as u64;
+        if size > max_literal as u64 || after_line.saturating_add(size) > budget as u64 {
             return Assembled::LiteralTooLarge {
                 tag: command_tag(&input[..pos + line_len]),
                 synchronizing,
@@ -391,6 +408,45 @@ mod tests {
             }
         ));
         assert_eq!(acked, 0);
+    }
+
+    #[test]
+    fn chained_literals_cannot_grow_a_command_without_bound() {
+        // fuzz/imap_front: every line of a command may end in another literal, so `{0}`
+        // lines never completed a command and the buffer grew until the pre-auth timeout.
+        let mut endless = b"a ID (\"x\" {0}\r\n".to_vec();
+        for _ in 0..10_000 {
+            endless.extend_from_slice(b" {0}\r\n");
+        }
+        let mut acked = 0;
+        assert_eq!(
+            assemble(&endless, 1024, 256, &mut acked),
+            Assembled::LineTooLong
+        );
+        // The reproducer: max_line 16, no literals allowed but empty ones, and a line
+        // after an empty literal.
+        let mut acked = 0;
+        let input = b"{0}\na A-UTHENTICwATE \"OGIN\r";
+        let result = assemble(&input[..16], 16, 0, &mut acked);
+        assert!(matches!(result, Assembled::Incomplete { .. }), "{result:?}");
+        assert_eq!(assemble(input, 16, 0, &mut acked), Assembled::LineTooLong);
+        // Several literals up to the budget are still fine; one byte more is refused.
+        let mut acked = 0;
+        let login = b"a LOGIN {8}\r\n12345678 {8}\r\n12345678\r\n";
+        assert!(login.len() <= max_command(24, 8));
+        assert_eq!(
+            assemble(login, 24, 8, &mut acked),
+            Assembled::Complete { len: login.len() }
+        );
+        assert!(matches!(
+            assemble(
+                b"a LOGIN {8}\r\n12345678 {8}\r\n12345678 {1}\r\n",
+                24,
+                8,
+                &mut acked
+            ),
+            Assembled::LiteralTooLarge { .. } | Assembled::LineTooLong
+        ));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Manage accounts.
     Account(Box<AccountArgs>),
+    /// Whole-store operations: migrate between SQLite and PostgreSQL.
+    Store(crate::store::StoreArgs),
 }
 
 #[derive(Debug, Args)]

@@ -62,7 +62,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = demo_config(&args, &fake, &data_dir, &ca_file, &secret_file)?;
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
     let store = open_store(&config).map_err(anyhow::Error::msg)?;
-    use oxbridge_store::CredentialStore;
     if store.account(DEMO_USER).await?.is_some() {
         store.remove_account(DEMO_USER).await?;
     }
@@ -98,12 +97,16 @@ fn demo_config(
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.imap_port)),
             tls: ListenerTls::Implicit,
             allow_plaintext: false,
+            proxy_protocol: false,
+            trusted_proxies: None,
         },
         ListenerConfig {
             protocol: Protocol::Imap,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.imap_starttls_port)),
             tls: ListenerTls::Starttls,
             allow_plaintext: false,
+            proxy_protocol: false,
+            trusted_proxies: None,
         },
     ];
     config.upstream.imap = UpstreamConfig {

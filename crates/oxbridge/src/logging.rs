@@ -1,4 +1,10 @@
 //! Log set-up: human-readable by default, JSON on request; level from `RUST_LOG`.
+//!
+//! Colours only when standard error is a terminal: under systemd (journald), in a
+//! container's log driver or in a file, escape codes would only garble the text and
+//! defeat grep.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +17,8 @@ pub fn init(format: &str) {
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
-        builder.try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
 }

@@ -119,7 +119,10 @@ async fn greeting<S: AsyncRead + Unpin>(
 
 /// The dialog after the greeting: CAPA, then the two-step XOAUTH2. Returns the upstream's
 /// session capabilities if it answered CAPA.
-async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+///
+/// Generic over the stream and public so the fuzz targets can play an arbitrary upstream
+/// against exactly the parser path every login takes.
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     mailbox: &str,
@@ -196,7 +199,7 @@ async fn capa<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// A POP3 server's reply line.
 #[derive(Debug, PartialEq, Eq)]
-enum Reply {
+pub enum Reply {
     Ok(String),
     Err(String),
     /// `+ [base64]` (RFC 5034): a SASL challenge.
@@ -205,7 +208,9 @@ enum Reply {
     Other(String),
 }
 
-fn reply(line: &[u8]) -> Reply {
+/// Classifies one upstream reply line (with or without its line ending). Public, like
+/// [`authenticate`], for the fuzz targets.
+pub fn reply(line: &[u8]) -> Reply {
     let line = trim_eol(line);
     let text = |rest: &[u8]| String::from_utf8_lossy(rest.trim_ascii()).into_owned();
     let status = |prefix: &[u8]| {

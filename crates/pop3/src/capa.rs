@@ -22,11 +22,14 @@ impl UpstreamCapabilities {
     }
 
     /// Keeps the session capabilities from the lines of a CAPA reply (without the `+OK`
-    /// line and the terminating `.`).
+    /// line and the terminating `.`). A line with a control character (a bare CR, a NUL) is
+    /// dropped: it would be repeated inside oxbridge's own CAPA reply to clients, where a bare
+    /// CR can read as a line break (found by fuzz/pop3_reply).
     pub fn from_capa_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
         let kept: Vec<String> = lines
             .into_iter()
             .map(str::trim)
+            .filter(|line| !line.chars().any(char::is_control))
             .filter(|line| {
                 let name = line.split(' ').next().unwrap_or_default();
                 SESSION_CAPABILITIES
@@ -81,6 +84,17 @@ mod tests {
             ["TOP", "UIDL", "pipelining", "EXPIRE 30 USER"]
         );
         assert!(caps.has("PIPELINING") && caps.has("expire") && !caps.has("SASL"));
+    }
+
+    #[test]
+    fn lines_with_control_characters_are_dropped() {
+        // fuzz/pop3_reply: a bare CR inside an upstream CAPA line reached the client's CAPA.
+        let caps = UpstreamCapabilities::from_capa_lines([
+            "EXPIRE 30\rZ LOGIN-DELAY 900",
+            "TOP\0",
+            "UIDL",
+        ]);
+        assert_eq!(caps.iter().collect::<Vec<_>>(), ["UIDL"]);
     }
 
     #[test]

@@ -13,6 +13,10 @@ mod front;
 mod parse;
 
 pub use back::Pop3BackEnd;
+/// The upstream login dialog and reply classifier, for tests and the fuzz targets.
+pub use back::{
+    authenticate as upstream_dialog, reply as parse_upstream_reply, Reply as UpstreamReply,
+};
 pub use capa::UpstreamCapabilities;
 pub use front::{Pop3FrontEnd, Pop3Settings};
 pub use parse::{parse_command, Command};

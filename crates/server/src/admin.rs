@@ -1,4 +1,6 @@
-//! The admin HTTP listener, apart from the data plane: `/metrics`, `/healthz`, `/readyz`.
+//! The admin HTTP listener, apart from the data plane: `/metrics`, `/healthz`, `/readyz`,
+//! and `POST /reload`. Keep it on a private address: it needs no credentials, since all it
+//! offers is read-only state and re-reading the operator's own configuration file.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,11 +8,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::reload::ReloadHandle;
 
 /// What the admin endpoints report.
 #[derive(Debug)]
@@ -18,6 +21,21 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// Listeners are bound and the server is not draining.
     pub ready: AtomicBool,
+    /// Reloads the configuration; `None` where the server has nothing to reload from.
+    pub reload: Option<ReloadHandle>,
+    /// The shared credential store, whose state `/readyz` reports; `None` to leave it out
+    /// (the embedded store).
+    pub store: Option<StoreProbe>,
+}
+
+/// The store as `/readyz` sees it: only its health check.
+#[derive(Clone)]
+pub struct StoreProbe(pub Arc<dyn oxbridge_store::CredentialStore>);
+
+impl std::fmt::Debug for StoreProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreProbe")
+    }
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -30,6 +48,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/reload", post(reload))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -45,11 +64,51 @@ async fn metrics(
     )
 }
 
-async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+/// 200 while serving, 503 while starting or draining. The store's state is a second line
+/// (`store: ok` or `store: unavailable: …`) but does not make the replica unready: every
+/// replica shares the database, so pulling them all from the load balancer would also stop
+/// the logins the caches can still serve during a database outage (docs/ha.md).
+async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
+    let store = match &state.store {
+        None => String::new(),
+        Some(StoreProbe(store)) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), store.check_health())
+                .await
+            {
+                Ok(Ok(())) => "store: ok\n".to_string(),
+                Ok(Err(e)) => format!("store: unavailable: {e}\n"),
+                Err(_) => "store: unavailable: no answer within 2 s\n".to_string(),
+            }
+        }
+    };
     if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{store}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{store}"),
+        )
+    }
+}
+
+/// Reloads like SIGHUP does. 200 with what changed, or 422 with every problem (one per
+/// line) when the new configuration was rejected and the running one kept.
+async fn reload(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
+    let Some(handle) = &state.reload else {
+        return (
+            StatusCode::NOT_FOUND,
+            "reload is not available here\n".to_string(),
+        );
+    };
+    match handle.reload().await {
+        Ok(summary) => (StatusCode::OK, summary.to_string()),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "rejected; the running configuration is unchanged\n{}\n",
+                problems.join("\n")
+            ),
+        ),
     }
 }
 

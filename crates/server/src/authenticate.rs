@@ -15,14 +15,17 @@ use oxbridge_wire::{
 
 use crate::metrics::Metrics;
 use crate::relay::{RelayRule, RelayRules};
+use crate::throttle::{LoginGuard, Throttle};
 
 /// Resolves logins through the store, the broker and a protocol's back-end.
 pub struct Authenticator {
     pub store: Arc<dyn CredentialStore>,
     pub broker: Arc<TokenBroker>,
     pub metrics: Metrics,
-    /// Which client networks may submit without logging in (SMTP).
-    pub relay: RelayRules,
+    /// Which client networks may submit without logging in (SMTP); replaced by a reload.
+    pub relay: arc_swap::ArcSwap<RelayRules>,
+    /// Failed-login counters: delays and lockouts per user name and source address.
+    pub throttle: Throttle,
 }
 
 /// Why a login or relay request did not reach the splice, in the form the front-end must
@@ -80,7 +83,25 @@ impl Authenticator {
         back: &B,
         endpoint: &UpstreamEndpoint,
     ) -> Result<UpstreamSession, Refusal> {
-        let result = self.resolve(login, back, endpoint).await;
+        let guard = LoginGuard::new(
+            &self.throttle,
+            &self.metrics,
+            login.protocol,
+            &login.user,
+            login.peer.ip(),
+        );
+        let result = if guard.admit().await {
+            let result = self.resolve(login, back, endpoint).await;
+            match &result {
+                Ok(_) => guard.succeeded(),
+                Err((Refusal::Login(LoginRejection::BadCredentials), _)) => guard.failed().await,
+                Err(_) => {}
+            }
+            result
+        } else {
+            // Locked out: answered like a wrong password, without testing this one.
+            Err((LoginRejection::BadCredentials.into(), None))
+        };
         let audit = Audit {
             protocol: login.protocol,
             user: &login.user,
@@ -98,7 +119,8 @@ impl Authenticator {
         back: &B,
         endpoint: &UpstreamEndpoint,
     ) -> Result<UpstreamSession, Refusal> {
-        let rule = self.relay.rule_for(request.peer.ip());
+        let rules = self.relay.load_full();
+        let rule = rules.rule_for(request.peer.ip());
         let result = self.resolve_relay(rule, request, back, endpoint).await;
         let audit = Audit {
             protocol: request.protocol,
@@ -328,6 +350,10 @@ impl Authenticator {
                     return Err((Refusal::Upstream(reply), mailbox));
                 }
                 Err(e) => {
+                    self.metrics
+                        .upstream_unavailable_total
+                        .with_label_values(&[protocol.as_str()])
+                        .inc();
                     tracing::warn!(account = %account.name, upstream = %endpoint.address, error = %e, "upstream unavailable");
                     return refuse(LoginRejection::Unavailable);
                 }

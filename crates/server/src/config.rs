@@ -40,6 +40,13 @@ pub struct Config {
     /// SMTP relay rules: networks whose devices submit without logging in.
     #[serde(default, rename = "relay")]
     pub relay: Vec<RelayConfig>,
+    /// Brute-force throttling of password logins.
+    #[serde(default)]
+    pub throttle: crate::throttle::ThrottleConfig,
+    /// Load balancers allowed to send a PROXY-protocol header (CIDR or address), for
+    /// listeners with `proxy_protocol = true` that have no list of their own.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -85,7 +92,7 @@ pub enum ListenerTls {
 }
 
 /// One client-facing listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     #[serde(deserialize_with = "protocol")]
@@ -95,6 +102,13 @@ pub struct ListenerConfig {
     /// Accept passwords before TLS. Off unless the operator explicitly allows it.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Every connection starts with a PROXY-protocol header (v1 or v2) from a load
+    /// balancer, carrying the real client address; connections from addresses not in the
+    /// trusted proxies are refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// This listener's trusted proxies, instead of the global `trusted_proxies`.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 fn protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
@@ -338,8 +352,13 @@ pub struct NotifyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Shared store URL; default: SQLite in `data_dir`.
+    /// Shared store URL (`postgres://user@host/db?sslmode=require`); default: SQLite in
+    /// `data_dir`. Every replica must use the same master key.
     pub url: Option<String>,
+    /// Most connections to the shared store per replica (default 16).
+    pub pool_size: Option<usize>,
+    /// Extra trust anchors (PEM) for TLS to the shared store.
+    pub ca_file: Option<PathBuf>,
     /// Master key file; default `data_dir/master.key`, generated on first start.
     pub master_key_file: Option<PathBuf>,
     /// Name of an environment variable holding the base64 master key.
@@ -364,8 +383,14 @@ pub struct LimitsConfig {
     pub max_pre_auth_commands: u32,
     #[serde(default = "d_max_failed")]
     pub max_failed_logins: u32,
+    /// After SIGTERM, spliced sessions get this long to end on their own before the
+    /// server ends them (IMAP clients get `* BYE`).
     #[serde(default = "d_grace")]
     pub shutdown_grace_secs: u64,
+    /// After SIGTERM, `/readyz` reports unready this long before the listeners close, so
+    /// load balancers stop sending new clients first (default 0; a few seconds behind one).
+    #[serde(default)]
+    pub shutdown_delay_secs: u64,
     #[serde(default = "d_login_timeout")]
     pub upstream_login_timeout_secs: u64,
 }
@@ -405,6 +430,7 @@ impl Default for LimitsConfig {
             max_pre_auth_commands: d_max_commands(),
             max_failed_logins: d_max_failed(),
             shutdown_grace_secs: d_grace(),
+            shutdown_delay_secs: 0,
             upstream_login_timeout_secs: d_login_timeout(),
         }
     }
@@ -465,10 +491,32 @@ impl Config {
             problems.push("no [[listener]] is configured".to_string());
         }
         let mut addresses = HashSet::new();
+        for network in &self.trusted_proxies {
+            if let Err(e) = crate::proxy_protocol::parse_network(network) {
+                problems.push(format!("trusted_proxies: {e}"));
+            }
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             let at = format!("listener #{} ({} on {})", i + 1, l.protocol, l.listen);
             if !addresses.insert(l.listen) {
                 problems.push(format!("{at}: address used by another listener"));
+            }
+            for network in l.trusted_proxies.iter().flatten() {
+                if let Err(e) = crate::proxy_protocol::parse_network(network) {
+                    problems.push(format!("{at}: trusted_proxies: {e}"));
+                }
+            }
+            let trusted = l.trusted_proxies.as_ref().unwrap_or(&self.trusted_proxies);
+            if l.proxy_protocol && trusted.is_empty() {
+                problems.push(format!(
+                    "{at}: proxy_protocol = true needs trusted_proxies (here or at the top \
+                     level): the load balancers' addresses"
+                ));
+            }
+            if !l.proxy_protocol && l.trusted_proxies.is_some() {
+                problems.push(format!(
+                    "{at}: trusted_proxies has no meaning without proxy_protocol = true"
+                ));
             }
             if l.tls == ListenerTls::Implicit && l.allow_plaintext {
                 problems.push(format!(
@@ -574,13 +622,20 @@ impl Config {
             problems.push("[notify] command: the program must not be empty".into());
         }
         if let Some(url) = &self.store.url {
-            problems.push(format!(
-                "[store] url {url:?}: only the embedded store is supported yet"
-            ));
+            // Never echo the URL: it may carry a password.
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(
+                    "[store] url must be a postgres:// URL (omit it for the embedded store)".into(),
+                );
+            }
+        }
+        if self.store.pool_size == Some(0) {
+            problems.push("[store] pool_size must be at least 1".into());
         }
         if let Err(relay) = crate::relay::RelayRules::from_config(&self.relay) {
             problems.extend(relay);
         }
+        problems.extend(self.throttle.problems());
         if self.limits.max_connections == 0 {
             problems.push("[limits] max_connections must be at least 1".into());
         }

@@ -9,10 +9,13 @@ pub mod certificate;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod runtime;
 pub mod session;
 pub mod stream;
+pub mod throttle;
 
 pub use config::Config;
 pub use runtime::{open_store, Server};

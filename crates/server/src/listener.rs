@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use oxbridge_imap::{ImapFrontEnd, ImapSettings};
@@ -15,6 +15,7 @@ use oxbridge_smtp::{SmtpFrontEnd, SmtpSettings};
 use oxbridge_wire::Protocol;
 
 use crate::config::{ListenerConfig, ListenerTls};
+use crate::proxy_protocol::{self, ProxyHeader, ProxyPolicy};
 use crate::runtime::Shared;
 use crate::session::{drive, SessionContext};
 use crate::stream::ClientStream;
@@ -34,19 +35,21 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Accepts connections until shutdown; each runs in its own task.
+/// Accepts connections until `stop` changes (shutdown, or a reload that removes or changes
+/// this listener); each connection runs in its own task, which `stop` does not end. Returns
+/// the listening socket, so a reload can go on accepting on it with new settings.
 pub async fn accept_loop(
     listener: TcpListener,
     spec: ListenerConfig,
+    proxy: Option<Arc<ProxyPolicy>>,
     shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    mut stop: watch::Receiver<bool>,
+) -> TcpListener {
     let protocol = spec.protocol;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
@@ -57,7 +60,8 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let max = shared.settings().limits.max_connections;
+        let Some(permit) = shared.sessions.try_enter(max) else {
             shared
                 .metrics
                 .connections_refused_total
@@ -68,8 +72,16 @@ pub async fn accept_loop(
         };
         let shared = shared.clone();
         let spec = spec.clone();
-        let shutdown = shutdown.clone();
-        let span = tracing::info_span!("session", %protocol, %peer);
+        let shutdown = shared.shutdown_signal();
+        let proxy = proxy.clone();
+        // `peer` is the client; behind a PROXY-protocol balancer it is filled in from the
+        // header, and `via` holds the balancer's address.
+        let span = tracing::info_span!(
+            "session",
+            %protocol,
+            peer = tracing::field::Empty,
+            via = tracing::field::Empty
+        );
         tokio::spawn(
             async move {
                 let _permit = permit;
@@ -83,7 +95,7 @@ pub async fn accept_loop(
                     .with_label_values(&[protocol.as_str()])
                     .inc();
                 active.inc();
-                if let Err(e) = session(tcp, peer, &spec, &shared, shutdown).await {
+                if let Err(e) = session(tcp, peer, proxy, &spec, &shared, shutdown).await {
                     tracing::debug!(error = %e, "session I/O error");
                 }
                 active.dec();
@@ -91,19 +103,60 @@ pub async fn accept_loop(
             .instrument(span),
         );
     }
+    listener
 }
 
 async fn session(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
+    proxy: Option<Arc<ProxyPolicy>>,
     spec: &ListenerConfig,
     shared: &Shared,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     tcp.set_nodelay(true)?;
     let acceptor = shared.acceptor();
+    let settings = shared.settings();
+    let span = tracing::Span::current();
+    let peer = match proxy {
+        None => peer,
+        Some(policy) => {
+            span.record("via", tracing::field::display(peer));
+            let refuse = |reason: &str| {
+                shared
+                    .metrics
+                    .proxy_header_failures_total
+                    .with_label_values(&[spec.protocol.as_str(), reason])
+                    .inc();
+            };
+            if !policy.trusts(peer.ip()) {
+                refuse("untrusted");
+                tracing::warn!(
+                    "PROXY-protocol listener: connection from an untrusted address refused"
+                );
+                return Ok(());
+            }
+            let header = proxy_protocol::read_header(&mut tcp);
+            match tokio::time::timeout(settings.pre_auth_timeout, header).await {
+                Ok(Ok(ProxyHeader::Proxied { source, .. })) => source,
+                Ok(Ok(ProxyHeader::Local)) => peer,
+                Ok(Err(e)) => {
+                    refuse(e.as_str());
+                    tracing::info!(error = %e, "PROXY-protocol header refused");
+                    return Ok(());
+                }
+                Err(_) => {
+                    refuse("timeout");
+                    tracing::info!("no PROXY-protocol header in time");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    span.record("peer", tracing::field::display(peer));
     let stream = if spec.tls == ListenerTls::Implicit {
-        match tokio::time::timeout(shared.pre_auth_timeout, acceptor.accept(tcp)).await {
+        match tokio::time::timeout(settings.pre_auth_timeout, Box::pin(acceptor.accept(tcp))).await
+        {
             Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 shared.tls_failed(spec.protocol);
@@ -123,11 +176,12 @@ async fn session(
         acceptor,
         authenticator: shared.authenticator.clone(),
         endpoint: shared.endpoint(spec.protocol),
-        pre_auth_timeout: shared.pre_auth_timeout,
-        splice: shared.splice,
+        pre_auth_timeout: settings.pre_auth_timeout,
+        splice: settings.splice,
         shutdown,
+        drain: shared.drain_signal(),
     };
-    let limits = &shared.limits;
+    let limits = &settings.limits;
     match spec.protocol {
         Protocol::Imap => {
             let settings = ImapSettings {
@@ -168,5 +222,61 @@ async fn session(
             let front = SmtpFrontEnd::new(settings, peer, extensions);
             drive(stream, front, &shared.smtp, ctx).await
         }
+    }
+}
+
+/// Counts open client sessions against `[limits] max_connections` (which a reload may
+/// change, so this is a counter rather than a fixed pool of permits) and lets the drain
+/// wait until none is left.
+#[derive(Debug)]
+pub struct SessionCounter {
+    open: watch::Sender<usize>,
+}
+
+impl Default for SessionCounter {
+    fn default() -> Self {
+        Self {
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+impl SessionCounter {
+    /// Counts a new session, unless `max` are open already.
+    pub fn try_enter(&self, max: usize) -> Option<SessionPermit> {
+        let mut entered = false;
+        self.open.send_if_modified(|open| {
+            entered = *open < max;
+            if entered {
+                *open += 1;
+            }
+            entered
+        });
+        entered.then(|| SessionPermit {
+            open: self.open.clone(),
+        })
+    }
+
+    /// Sessions open now.
+    pub fn current(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Resolves once no session is open.
+    pub async fn idle(&self) {
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|open| *open == 0).await;
+    }
+}
+
+/// One open session; dropping it ends the count.
+#[derive(Debug)]
+pub struct SessionPermit {
+    open: watch::Sender<usize>,
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        self.open.send_modify(|open| *open = open.saturating_sub(1));
     }
 }

@@ -11,23 +11,24 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use oxbridge_broker::{AppRegistration, BrokerSettings, TokenBroker};
 use oxbridge_imap::ImapBackEnd;
 use oxbridge_pop3::Pop3BackEnd;
 use oxbridge_smtp::SmtpBackEnd;
-use oxbridge_store::{CredentialStore, MasterKey, SqliteStore};
+use oxbridge_store::{CredentialStore, MasterKey, PgSettings, PgStore, SqliteStore};
 use oxbridge_wire::splice::SpliceSettings;
 use oxbridge_wire::{tls, Protocol, Secret, UpstreamEndpoint, UpstreamTls};
 
 use crate::admin::{self, AdminState};
 use crate::authenticate::Authenticator;
 use crate::config::{Config, LimitsConfig, UpstreamTlsMode};
-use crate::listener;
+use crate::listener::SessionCounter;
 use crate::metrics::Metrics;
 use crate::relay::RelayRules;
+use crate::reload::{self, ConfigLoader, Listeners, ReloadHandle, ReloadRequest};
 
 /// What every session shares.
 #[derive(Debug)]
@@ -37,17 +38,65 @@ pub struct Shared {
     pub imap: ImapBackEnd,
     pub pop3: Pop3BackEnd,
     pub smtp: SmtpBackEnd,
+    /// Client sessions open now, counted against `[limits] max_connections`.
+    pub sessions: SessionCounter,
+    settings: ArcSwap<SessionSettings>,
+    tls: ArcSwap<rustls::ServerConfig>,
+    endpoints: HashMap<Protocol, Arc<UpstreamEndpoint>>,
+    shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
+}
+
+/// The limits a new session starts with. A reload replaces them whole; sessions already
+/// running keep the ones they started with.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
     pub limits: LimitsConfig,
     pub pre_auth_timeout: Duration,
     pub splice: SpliceSettings,
-    tls: ArcSwap<rustls::ServerConfig>,
-    endpoints: HashMap<Protocol, Arc<UpstreamEndpoint>>,
+}
+
+impl SessionSettings {
+    pub fn from_limits(limits: &LimitsConfig) -> Self {
+        Self {
+            limits: limits.clone(),
+            pre_auth_timeout: Duration::from_secs(limits.pre_auth_timeout_secs.max(1)),
+            splice: SpliceSettings {
+                idle_timeout: Some(Duration::from_secs(limits.idle_timeout_secs.max(1))),
+            },
+        }
+    }
 }
 
 impl Shared {
     /// The acceptor for the current certificate.
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.tls.load_full())
+    }
+
+    /// The limits for a session starting now.
+    pub fn settings(&self) -> Arc<SessionSettings> {
+        self.settings.load_full()
+    }
+
+    /// Replaces the limits for sessions that start from now on (reload).
+    pub(crate) fn set_settings(&self, settings: SessionSettings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Replaces the certificate shown to clients that connect from now on (reload).
+    pub(crate) fn set_tls(&self, tls: Arc<rustls::ServerConfig>) {
+        self.tls.store(tls);
+    }
+
+    /// Becomes true when the server stops accepting (sessions in their pre-auth dialog end).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Becomes true when the shutdown grace period is over (spliced sessions end).
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain.clone()
     }
 
     pub fn endpoint(&self, protocol: Protocol) -> Arc<UpstreamEndpoint> {
@@ -67,13 +116,30 @@ impl Shared {
 pub struct Server {
     config: Config,
     shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    reload_handle: ReloadHandle,
+    loader: Option<ConfigLoader>,
 }
 
-/// Opens the embedded store in the configured data directory with the configured key.
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, String> {
+/// Opens the configured store: PostgreSQL when `[store] url` is set, else the embedded
+/// SQLite file in the data directory; with the configured master key either way.
+pub fn open_store(config: &Config) -> Result<Arc<dyn CredentialStore>, String> {
     let key = master_key(config)?;
+    if let Some(url) = &config.store.url {
+        let defaults = PgSettings::default();
+        let settings = PgSettings {
+            pool_size: config.store.pool_size.unwrap_or(defaults.pool_size),
+            ca_file: config.store.ca_file.clone(),
+            ..defaults
+        };
+        let store = PgStore::open(url, key, &settings).map_err(|e| format!("store: {e}"))?;
+        tracing::info!(target = %store.target(), "shared store: PostgreSQL");
+        return Ok(Arc::new(store));
+    }
     SqliteStore::open_in_data_dir(&config.data_dir, key)
-        .map(Arc::new)
+        .map(|store| Arc::new(store) as Arc<dyn CredentialStore>)
         .map_err(|e| format!("store: {e}"))
 }
 
@@ -206,7 +272,7 @@ impl Server {
         let metrics = Metrics::new();
         let broker = match (apps, &store) {
             (Some(apps), Some(store)) => {
-                let store: Arc<dyn CredentialStore> = store.clone();
+                let store: Arc<dyn CredentialStore> = Arc::clone(store);
                 let hook = notifier(&config)
                     .map_err(|e| problems.push(e))
                     .ok()
@@ -221,6 +287,8 @@ impl Server {
             }
             _ => None,
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
         let (Some(tls), Some(store), Some(broker)) = (tls, store, broker) else {
             return Err(problems);
         };
@@ -232,7 +300,10 @@ impl Server {
             broker: Arc::new(broker),
             metrics: metrics.clone(),
             // `validate()` above has refused bad rules already.
-            relay: RelayRules::from_config(&config.relay).unwrap_or_default(),
+            relay: ArcSwap::from_pointee(
+                RelayRules::from_config(&config.relay).unwrap_or_default(),
+            ),
+            throttle: crate::throttle::Throttle::new(&config.throttle),
         });
         let shared = Arc::new(Shared {
             metrics,
@@ -243,21 +314,47 @@ impl Server {
             ),
             pop3: Pop3BackEnd::new(),
             smtp: SmtpBackEnd::new(oxbridge_smtp::HOSTNAME),
-            pre_auth_timeout: Duration::from_secs(config.limits.pre_auth_timeout_secs.max(1)),
-            splice: SpliceSettings {
-                idle_timeout: Some(Duration::from_secs(config.limits.idle_timeout_secs.max(1))),
-            },
-            limits: config.limits.clone(),
+            sessions: SessionCounter::default(),
+            settings: ArcSwap::from_pointee(SessionSettings::from_limits(&config.limits)),
             tls: ArcSwap::new(tls),
             endpoints,
+            shutdown: shutdown_rx,
+            drain: drain_rx,
         });
-        Ok(Server { config, shared })
+        let (reload_tx, reloads) = mpsc::channel(4);
+        Ok(Server {
+            config,
+            shared,
+            shutdown: shutdown_tx,
+            drain: drain_tx,
+            reloads,
+            reload_handle: ReloadHandle::new(reload_tx),
+            loader: None,
+        })
     }
 
-    /// Binds every listener, serves until `shutdown` resolves, then drains: stops
-    /// accepting, reports unready, and waits up to the grace period for sessions to end.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+    /// Enables reloading (SIGHUP, `POST /reload`): `loader` reads the configuration anew.
+    pub fn reload_from(mut self, loader: ConfigLoader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// Asks the running server to reload; usable from a signal handler task.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload_handle.clone()
+    }
+
+    /// Binds every listener, serves (applying reloads) until `shutdown` resolves, then
+    /// drains:
+    /// 1. `/readyz` turns unready while listeners still accept for
+    ///    `[limits] shutdown_delay_secs`, so load balancers stop sending clients first;
+    /// 2. listeners close and sessions still in their pre-auth dialog get the protocol's
+    ///    goodbye;
+    /// 3. spliced sessions get up to `shutdown_grace_secs` to finish on their own;
+    /// 4. then the rest are ended: IMAP clients get `* BYE [UNAVAILABLE] …` (see
+    ///    [`oxbridge_wire::FrontEnd::spliced_goodbye`]), POP3 and SMTP clients a close.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+        let stop_rx = self.shutdown.subscribe();
         if self.config.grants.background_refresh {
             let grants = &self.config.grants;
             tokio::spawn(oxbridge_broker::run_background_refresh(
@@ -271,20 +368,24 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
-        let max = self.config.limits.max_connections;
-        let connections = Arc::new(Semaphore::new(max));
         let admin_state = Arc::new(AdminState {
             metrics: self.shared.metrics.clone(),
             ready: false.into(),
+            reload: Some(self.reload_handle.clone()),
+            // Only a shared store can be down while this process runs.
+            store: self
+                .shared
+                .authenticator
+                .store
+                .is_shared()
+                .then(|| crate::admin::StoreProbe(self.shared.authenticator.store.clone())),
         });
 
-        let mut bound = Vec::new();
-        for spec in &self.config.listeners {
-            let listener = listener::bind(spec.listen)
-                .map_err(|e| format!("cannot listen on {}: {e}", spec.listen))?;
-            tracing::info!(protocol = %spec.protocol, address = %spec.listen, tls = ?spec.tls, "listening");
-            bound.push((listener, spec.clone()));
-        }
+        let mut listeners = Listeners::start(&self.config, &self.shared)?;
+        // The admin endpoints outlive the listeners, so `/readyz` answers "not ready"
+        // throughout the drain.
+        let (admin_stop, mut admin_stopped) = watch::channel(false);
+        let mut admin_task = None;
         if !self.config.admin.listen.is_empty() {
             let address: SocketAddr = self
                 .config
@@ -295,41 +396,82 @@ impl Server {
             let admin = admin::bind(address)
                 .await
                 .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?;
-            tracing::info!(address = %address, "admin endpoints on /metrics /healthz /readyz");
-            let mut stop = stop_rx.clone();
+            tracing::info!(address = %address, "admin endpoints on /metrics /healthz /readyz /reload");
             let state = admin_state.clone();
-            tokio::spawn(async move {
+            admin_task = Some(tokio::spawn(async move {
                 let _ = admin::serve(admin, state, async move {
-                    let _ = stop.changed().await;
+                    let _ = admin_stopped.changed().await;
                 })
                 .await;
-            });
+            }));
         }
-        let mut loops = Vec::new();
-        for (listener, spec) in bound {
-            loops.push(tokio::spawn(listener::accept_loop(
-                listener,
-                spec,
-                self.shared.clone(),
-                connections.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        reload::observe_certificates(&self.config, &self.shared.metrics);
         admin_state.ready.store(true, Ordering::Relaxed);
 
-        shutdown.await;
-        admin_state.ready.store(false, Ordering::Relaxed);
-        tracing::info!("shutting down: no new connections; waiting for sessions to finish");
-        let _ = stop_tx.send(true);
-        for l in loops {
-            let _ = l.await;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut config = self.config.clone();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(request) = self.reloads.recv() => {
+                    let outcome = match &self.loader {
+                        Some(loader) => {
+                            reload::apply(loader, &mut config, &mut listeners, &self.shared).await
+                        }
+                        None => Err(vec![
+                            "this server was not started from a configuration file; nothing to reload"
+                                .to_string(),
+                        ]),
+                    };
+                    request.respond(outcome);
+                }
+            }
         }
-        let grace = Duration::from_secs(self.config.limits.shutdown_grace_secs);
-        let max = u32::try_from(max).unwrap_or(u32::MAX);
-        match tokio::time::timeout(grace, connections.acquire_many(max)).await {
-            Ok(_) => tracing::info!("all sessions finished"),
-            Err(_) => tracing::info!("grace period over; closing remaining sessions"),
+
+        admin_state.ready.store(false, Ordering::Relaxed);
+        let settings = self.shared.settings();
+        let delay = Duration::from_secs(settings.limits.shutdown_delay_secs);
+        tracing::info!(
+            delay_secs = delay.as_secs(),
+            "shutting down: /readyz reports unready; still accepting during the delay"
+        );
+        tokio::time::sleep(delay).await;
+        let _ = self.shutdown.send(true);
+        listeners.stop_all().await;
+        let sessions = self.shared.sessions.current();
+        tracing::info!(
+            sessions,
+            "no longer accepting; waiting for sessions to finish"
+        );
+        let grace = Duration::from_secs(settings.limits.shutdown_grace_secs);
+        if tokio::time::timeout(grace, self.shared.sessions.idle())
+            .await
+            .is_ok()
+        {
+            tracing::info!("all sessions finished");
+        } else {
+            tracing::info!(
+                sessions = self.shared.sessions.current(),
+                "grace period over; ending the remaining sessions"
+            );
+            let _ = self.drain.send(true);
+            // Each session settles within a few seconds (see `splice_until`).
+            let ended = tokio::time::timeout(DRAIN_LIMIT, self.shared.sessions.idle()).await;
+            match ended {
+                Ok(()) => tracing::info!("all sessions ended"),
+                Err(_) => tracing::warn!(
+                    sessions = self.shared.sessions.current(),
+                    "sessions still open at exit"
+                ),
+            }
+        }
+        let _ = admin_stop.send(true);
+        if let Some(task) = admin_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         Ok(())
     }
 }
+
+/// How long ended sessions get to say goodbye and close once the grace period is over.
+const DRAIN_LIMIT: Duration = Duration::from_secs(6);

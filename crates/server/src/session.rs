@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use oxbridge_wire::splice::{splice, SpliceSettings};
+use oxbridge_wire::splice::{splice_until, SpliceSettings};
 use oxbridge_wire::{BackEnd, FrontEnd, Next, Protocol, UpstreamEndpoint};
 
 use crate::authenticate::Authenticator;
@@ -26,7 +26,12 @@ pub struct SessionContext {
     pub endpoint: Arc<UpstreamEndpoint>,
     pub pre_auth_timeout: Duration,
     pub splice: SpliceSettings,
+    /// Set when the server stops accepting: a session still in its pre-auth dialog says
+    /// goodbye and ends.
     pub shutdown: watch::Receiver<bool>,
+    /// Set when the shutdown grace period is over: a spliced session ends too (see
+    /// [`FrontEnd::spliced_goodbye`]).
+    pub drain: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -97,13 +102,19 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                         break End::Closed;
                     }
                 };
-                let handshake = tokio::time::timeout_at(deadline, ctx.acceptor.accept(tcp)).await;
+                let handshake =
+                    tokio::time::timeout_at(deadline, Box::pin(ctx.acceptor.accept(tcp))).await;
                 match handshake {
                     Ok(Ok(tls)) => {
                         stream = ClientStream::Tls(Box::new(tls));
                         front.tls_started();
                     }
                     _ => {
+                        ctx.authenticator
+                            .metrics
+                            .tls_handshake_failures_total
+                            .with_label_values(&[ctx.protocol.as_str()])
+                            .inc();
                         tracing::debug!("STARTTLS handshake failed");
                         return Ok(());
                     }
@@ -111,15 +122,16 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                 continue;
             }
             Next::Login(login) => {
-                let result = ctx
-                    .authenticator
-                    .authenticate(&login, back, &ctx.endpoint)
-                    .await;
+                // Boxed, like the relay below: a task's size is that of its largest state,
+                // and the login's (store, broker, upstream TLS) must not stay reserved in
+                // every session for the whole life of its splice.
+                let result =
+                    Box::pin(ctx.authenticator.authenticate(&login, back, &ctx.endpoint)).await;
                 drop(login);
                 (result, Vec::new())
             }
             Next::Relay { request, replay } => {
-                let result = ctx.authenticator.relay(&request, back, &ctx.endpoint).await;
+                let result = Box::pin(ctx.authenticator.relay(&request, back, &ctx.endpoint)).await;
                 (result, replay)
             }
             Next::Close => break End::Closed,
@@ -128,6 +140,7 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
             Ok(mut upstream) => {
                 front.login_succeeded(&upstream, &mut out);
                 send(&mut stream, &mut out).await?;
+                let goodbye = front.spliced_goodbye();
                 drop(front);
                 // Nothing per-session stays allocated while the splice idles: the
                 // pre-auth buffers are released, pending bytes are handed over.
@@ -140,14 +153,24 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                     client_pending = joined;
                 }
                 let leftover = std::mem::take(&mut upstream.leftover);
-                let stats = splice(
+                let mut drain = ctx.drain.clone();
+                let stats = splice_until(
                     &mut stream,
                     &mut upstream.stream,
                     client_pending,
                     leftover,
                     ctx.splice,
+                    async move {
+                        // A dropped sender means the server is gone: stop as well.
+                        let _ = drain.wait_for(|draining| *draining).await;
+                    },
                 )
                 .await;
+                if let Ok(stats) = &stats {
+                    if stats.stopped {
+                        say_goodbye(&mut stream, goodbye, stats.at_line_boundary).await;
+                    }
+                }
                 record_splice(&ctx, stats);
                 break End::Spliced;
             }
@@ -186,6 +209,28 @@ fn record_splice(ctx: &SessionContext, stats: std::io::Result<oxbridge_wire::spl
             );
         }
         Err(e) => tracing::debug!(error = %e, "splice ended with an error"),
+    }
+}
+
+/// The server ended a spliced session: writes the protocol's goodbye if it has one and the
+/// upstream's output stopped at a line end (anywhere else it would corrupt a response).
+/// Bounded in time: a client that does not read must not hold up the shutdown.
+async fn say_goodbye(stream: &mut ClientStream, goodbye: Option<&[u8]>, at_line_boundary: bool) {
+    let Some(goodbye) = goodbye else {
+        tracing::debug!("server draining: spliced session closed");
+        return;
+    };
+    if !at_line_boundary {
+        tracing::debug!("server draining: closed mid-response, without a goodbye");
+        return;
+    }
+    let write = async {
+        stream.write_all(goodbye).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(Duration::from_secs(1), write).await {
+        Ok(Ok(())) => tracing::debug!("server draining: said goodbye to the client"),
+        _ => tracing::debug!("server draining: the client did not take the goodbye"),
     }
 }
 

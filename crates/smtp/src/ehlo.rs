@@ -89,7 +89,12 @@ impl Extensions {
 
 /// `AUTH=LOGIN`: the pre-RFC 2554 spelling some servers still add.
 fn is_old_style_auth(word: &str) -> bool {
-    word.len() > 5 && word[..5].eq_ignore_ascii_case("AUTH=")
+    // `get`, not `[..5]`: the upstream's text may hold any character, and slicing inside one
+    // panics (found by fuzz/smtp_front).
+    word.len() > 5
+        && word
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("AUTH="))
 }
 
 fn split_keyword(line: &str) -> (&str, &str) {
@@ -243,6 +248,16 @@ mod tests {
             ["8BITMIME", "AUTH PLAIN LOGIN"]
         );
         assert_eq!(Extensions::default().advertised(true, false), ["STARTTLS"]);
+    }
+
+    #[test]
+    fn non_ascii_extension_lines_are_passed_on_without_panicking() {
+        // fuzz/smtp_front: a keyword with a multi-byte character across byte 5 panicked.
+        let ext = Extensions::from_lines(["AUTH\u{fffd}X".to_string(), "AUT\u{e9}=1".to_string()]);
+        assert_eq!(
+            ext.advertised(false, true),
+            ["AUTH\u{fffd}X", "AUT\u{e9}=1", "AUTH PLAIN LOGIN"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,46 @@ use oxbridge_wire::{Protocol, Secret};
 use crate::account::{Account, AccountStatus, GrantFailure, NewAccount, PasswordInfo};
 use crate::error::StoreError;
 
+/// An access token kept sealed in a shared store so every replica can use it, with the grant
+/// version it was stored under. Only [`CredentialStore::is_shared`] stores keep these; the
+/// embedded store keeps access tokens in memory only (DESIGN.md §4).
+#[derive(Debug, Clone)]
+pub struct SharedToken {
+    pub secret: Secret,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// The account's grant version when this token was stored; it grows with every refresh
+    /// and every change of the grant, so a cached copy older than the stored one is stale.
+    pub version: i64,
+}
+
+/// The exclusive right, across every process sharing the store, to refresh one account's
+/// grant. Taken by [`CredentialStore::lock_refresh`]; dropping it without
+/// [`RefreshLock::commit`] releases it and changes nothing (also when the process dies: the
+/// database ends the lock with the connection).
+#[async_trait::async_trait]
+pub trait RefreshLock: Send {
+    /// The grant version as of taking the lock.
+    fn version(&self) -> i64;
+
+    /// The shared access token as of taking the lock: whoever held the lock before may have
+    /// just stored one, which makes a request unnecessary.
+    fn shared_token(&self) -> Option<SharedToken>;
+
+    /// The newest stored refresh token, read under the lock, so a replica never uses one
+    /// older than what another replica stored.
+    async fn refresh_token(&mut self) -> Result<Option<Secret>, StoreError>;
+
+    /// Stores a request's outcome in one transaction and releases the lock: the rotated
+    /// refresh token (if any) and the new access token, sealed; returns the new version.
+    async fn commit(
+        self: Box<Self>,
+        rotated: Option<&Secret>,
+        access_token: &Secret,
+        expires_at: i64,
+    ) -> Result<i64, StoreError>;
+}
+
 /// Maps local logins to accounts and keeps their secrets.
 ///
 /// Implemented by [`crate::SqliteStore`]; a shared backend for several replicas implements the
@@ -133,5 +173,37 @@ pub trait CredentialStore: Send + Sync + 'static {
         self.set_status(account_id, AccountStatus::NeedsReconsent, Some(reason))
             .await
             .map(|()| true)
+    }
+
+    // Shared stores (several replicas): the broker coordinates refreshes and shares access
+    // tokens through these. The defaults describe a store of one process.
+
+    /// True when several processes may use this store at once, so token requests are
+    /// coordinated through [`CredentialStore::lock_refresh`].
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The shared access token of an account, if one is stored (no lock taken).
+    async fn load_shared_token(&self, _account_id: i64) -> Result<Option<SharedToken>, StoreError> {
+        Ok(None)
+    }
+
+    /// The account's current grant version (a cheap read), so a replica can tell that its
+    /// cached access token is older than the stored grant; `None` if not tracked.
+    async fn grant_version(&self, _account_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Waits for the account's cross-process refresh lock. Only shared stores have one.
+    async fn lock_refresh(&self, _account_id: i64) -> Result<Box<dyn RefreshLock>, StoreError> {
+        Err(StoreError::Invalid(
+            "this store is not shared between processes".into(),
+        ))
+    }
+
+    /// Whether the store answers right now, for `/readyz`; an error says why not.
+    async fn check_health(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }

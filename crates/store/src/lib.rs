@@ -13,8 +13,12 @@
 //! - the embedded backend is one SQLite file ([`SqliteStore`]) with versioned migrations
 //!   ([`schema`]).
 //!
-//! Callers code against the [`CredentialStore`] trait so that a shared (PostgreSQL) backend
-//! can be added without touching the protocol crates.
+//! - the shared backend for several replicas is PostgreSQL ([`PgStore`]), with the same
+//!   sealing and verifiers, a cross-replica refresh lock and shared access tokens; `transfer`
+//!   moves a whole store between the two.
+//!
+//! Callers code against the [`CredentialStore`] trait, so the protocol crates never know
+//! which backend they talk to.
 
 #![forbid(unsafe_code)]
 
@@ -25,15 +29,18 @@ mod files;
 pub mod key;
 mod login_cache;
 mod password;
+pub mod pg;
 pub mod schema;
 mod seal;
 pub mod sqlite;
+pub mod transfer;
 
 pub use account::{
     Account, AccountStatus, GrantFailure, GrantHealth, GrantKind, NewAccount, NewGrant,
     PasswordInfo, MAX_PASSWORDS,
 };
-pub use credential::CredentialStore;
+pub use credential::{CredentialStore, RefreshLock, SharedToken};
 pub use error::StoreError;
 pub use key::MasterKey;
+pub use pg::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;

@@ -24,6 +24,8 @@ pub(crate) enum Purpose {
     RefreshToken(i64),
     /// A known value that proves the master key matches the database.
     KeyCheck,
+    /// The access token shared between replicas (PostgreSQL store) of this account id.
+    AccessToken(i64),
 }
 
 impl Purpose {
@@ -31,6 +33,7 @@ impl Purpose {
         match self {
             Purpose::RefreshToken(id) => format!("oxbridge/v1/refresh_token/{id}").into_bytes(),
             Purpose::KeyCheck => b"oxbridge/v1/key_check".to_vec(),
+            Purpose::AccessToken(id) => format!("oxbridge/v1/access_token/{id}").into_bytes(),
         }
     }
 }

@@ -135,7 +135,7 @@ where
         .map(|d| (d, Box::pin(tokio::time::sleep(d))));
     let mut stop = pin!(stop);
     // Set once `stop` resolved: the quiet-moment timer and the hard limit.
-    let mut draining: Option<(Pin<Box<Sleep>>, Pin<Box<Sleep>>)> = None;
+    let mut draining: Option<Drain> = None;
 
     let result = poll_fn(|cx| -> Poll<io::Result<End>> {
         if draining.is_none() && stop.as_mut().poll(cx).is_ready() {
@@ -195,6 +195,9 @@ where
     }
     Ok(stats)
 }
+
+/// The timers of a stopping splice: the quiet moment being waited for, and the limit.
+type Drain = (Pin<Box<Sleep>>, Pin<Box<Sleep>>);
 
 /// How the copying loop ended.
 enum End {
