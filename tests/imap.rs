@@ -259,7 +259,8 @@ async fn rotated_refresh_token_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_command_serves_its_mailbox() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let (imap, starttls, admin) = (
+    let (imap, starttls, admin, pop3) = (
+        support::free_port(),
         support::free_port(),
         support::free_port(),
         support::free_port(),
@@ -273,6 +274,8 @@ async fn the_demo_command_serves_its_mailbox() {
             &starttls.to_string(),
         ])
         .args(["--admin-port", &admin.to_string()])
+        .args(["--pop3-port", &pop3.to_string()])
+        .args(["--smtp-port", &support::free_port().to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -313,6 +316,15 @@ async fn the_demo_command_serves_its_mailbox() {
         "{}",
         stdout(&out)
     );
+    // The same mailbox over POP3, as the demo prints it.
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--insecure", "-u", &user])
+        .arg(format!("pop3s://127.0.0.1:{pop3}/1"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(contains(&out.stdout, b"Subject: Welcome to oxbridge"));
     let _ = demo.kill().await;
 }
 

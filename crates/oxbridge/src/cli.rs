@@ -50,6 +50,12 @@ pub struct DemoArgs {
     /// Port of the STARTTLS IMAP listener.
     #[arg(long, default_value_t = 1143)]
     pub imap_starttls_port: u16,
+    /// Port of the implicit-TLS POP3 listener.
+    #[arg(long, default_value_t = 1995)]
+    pub pop3_port: u16,
+    /// Port of the SMTP submission listener (STARTTLS).
+    #[arg(long, default_value_t = 1587)]
+    pub smtp_port: u16,
     /// Port of the admin endpoints (/metrics, /healthz, /readyz).
     #[arg(long, default_value_t = 9190)]
     pub admin_port: u16,

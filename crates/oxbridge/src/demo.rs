@@ -91,33 +91,32 @@ fn demo_config(
     let mut config = Config::parse("").map_err(anyhow::Error::msg)?;
     config.data_dir = data_dir.to_path_buf();
     config.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, args.admin_port)).to_string();
+    let listener = |protocol, port, tls| ListenerConfig {
+        protocol,
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls,
+        allow_plaintext: false,
+        proxy_protocol: false,
+        trusted_proxies: None,
+    };
     config.listeners = vec![
-        ListenerConfig {
-            protocol: Protocol::Imap,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.imap_port)),
-            tls: ListenerTls::Implicit,
-            allow_plaintext: false,
-            proxy_protocol: false,
-            trusted_proxies: None,
-        },
-        ListenerConfig {
-            protocol: Protocol::Imap,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.imap_starttls_port)),
-            tls: ListenerTls::Starttls,
-            allow_plaintext: false,
-            proxy_protocol: false,
-            trusted_proxies: None,
-        },
+        listener(Protocol::Imap, args.imap_port, ListenerTls::Implicit),
+        listener(Protocol::Imap, args.imap_starttls_port, ListenerTls::Starttls),
+        listener(Protocol::Pop3, args.pop3_port, ListenerTls::Implicit),
+        listener(Protocol::Smtp, args.smtp_port, ListenerTls::Starttls),
     ];
-    config.upstream.imap = UpstreamConfig {
-        address: fake.imap_addr().to_string(),
-        tls: UpstreamTlsMode::Implicit,
+    let upstream = |address: SocketAddr, tls| UpstreamConfig {
+        address: address.to_string(),
+        tls,
         ca_file: Some(ca_file.to_path_buf()),
         server_name: Some("outlook.office365.com".into()),
         connect_timeout_secs: 10,
         pool_size: 0,
         pool_ttl_secs: 20,
     };
+    config.upstream.imap = upstream(fake.imap_addr(), UpstreamTlsMode::Implicit);
+    config.upstream.pop3 = upstream(fake.pop3_addr(), UpstreamTlsMode::Implicit);
+    config.upstream.smtp = upstream(fake.smtp_addr(), UpstreamTlsMode::Starttls);
     config.apps = vec![AppConfig {
         name: "demo".into(),
         authority: fake.authority(),
@@ -140,6 +139,8 @@ fn print_instructions(args: &DemoArgs, password: &str) {
     let DemoArgs {
         imap_port,
         imap_starttls_port,
+        pop3_port,
+        smtp_port,
         admin_port,
         ..
     } = args;
@@ -147,12 +148,16 @@ fn print_instructions(args: &DemoArgs, password: &str) {
         "\noxbridge demo: the proxy runs in front of a fake Exchange Online and Entra ID.\n\
          \n  IMAP, implicit TLS:  127.0.0.1:{imap_port}\
          \n  IMAP, STARTTLS:      127.0.0.1:{imap_starttls_port}\
+         \n  POP3, implicit TLS:  127.0.0.1:{pop3_port}\
+         \n  SMTP, STARTTLS:      127.0.0.1:{smtp_port}\
          \n  user: {DEMO_USER}   password: {password}   (mailbox {DEMO_MAILBOX})\
          \n  metrics:             http://127.0.0.1:{admin_port}/metrics\n\
          \nTry (the certificate is self-signed, hence --insecure):\
          \n  curl --insecure \"imaps://127.0.0.1:{imap_port}/INBOX\" -u {DEMO_USER}:{password}\
          \n  curl --insecure \"imaps://127.0.0.1:{imap_port}/INBOX;UID=1\" -u {DEMO_USER}:{password}\
-         \n  curl --insecure --ssl-reqd \"imap://127.0.0.1:{imap_starttls_port}/INBOX\" -u {DEMO_USER}:{password}\n\
+         \n  curl --insecure --ssl-reqd \"imap://127.0.0.1:{imap_starttls_port}/INBOX\" -u {DEMO_USER}:{password}\
+         \n  curl --insecure \"pop3s://127.0.0.1:{pop3_port}/1\" -u {DEMO_USER}:{password}\
+         \n  swaks --server 127.0.0.1:{smtp_port} --tls --tls-verify=no --auth PLAIN --auth-user {DEMO_USER} --auth-password {password} --from {DEMO_MAILBOX} --to {DEMO_MAILBOX}\n\
          \nPress Ctrl-C to stop.\n"
     );
 }
