@@ -67,7 +67,10 @@ async fn imap(h: &Harness) -> Conn {
 
 async fn pop3(h: &Harness) -> Conn {
     let mut c = Conn::tls(h, h.pop3s_port).await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "+OK oxbridge POP3 service ready.\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "+OK oxbridge POP3 service ready.\r\n"
+    );
     c
 }
 
@@ -94,7 +97,10 @@ async fn long_line(mut c: Conn, prefix: &[u8], size: usize) -> (String, bool) {
     let _ = c.send(&line).await;
     match c.line_within(Duration::from_secs(10)).await {
         Ok(reply) => {
-            let closed = c.rest_until_closed(Duration::from_millis(500)).await.is_some();
+            let closed = c
+                .rest_until_closed(Duration::from_millis(500))
+                .await
+                .is_some();
             (reply, closed)
         }
         Err(e) => (format!("error: {e}"), true),
@@ -127,7 +133,10 @@ async fn imap_cases(h: &Harness) {
         .await
         .unwrap();
     assert!(seen.contains("LOGINDISABLED"), "{seen}");
-    assert!(seen.ends_with("a OK Begin TLS negotiation now.\r\n"), "{seen}");
+    assert!(
+        seen.ends_with("a OK Begin TLS negotiation now.\r\n"),
+        "{seen}"
+    );
     c.send(b"c NOOP\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "c OK NOOP completed.\r\n");
     assert_eq!(h.fake.directory().xoauth_logins().len(), logins);
@@ -136,9 +145,15 @@ async fn imap_cases(h: &Harness) {
     // a close (non-synchronizing, whose data would follow at once).
     let mut c = imap(h).await;
     c.send(b"a LOGIN {104857600}\r\n").await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "a BAD [TOOBIG] Literal too large.\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "a BAD [TOOBIG] Literal too large.\r\n"
+    );
     c.send(b"b LOGIN {4294967296}\r\n").await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "b BAD [TOOBIG] Literal too large.\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "b BAD [TOOBIG] Literal too large.\r\n"
+    );
     c.send(b"c NOOP\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "c OK NOOP completed.\r\n");
     c.send(b"d LOGIN {4294967296+}\r\n").await.unwrap();
@@ -162,13 +177,20 @@ async fn imap_cases(h: &Harness) {
         assert!(closed);
     }
     let (sent, said) = endless_line(imap(h).await).await;
-    assert!(sent < 64 * 1024 * 1024 && said.starts_with("* BYE Line too long."), "{sent} {said}");
+    assert!(
+        sent < 64 * 1024 * 1024 && said.starts_with("* BYE Line too long."),
+        "{sent} {said}"
+    );
 
     // NUL and invalid UTF-8 in user names and passwords: a failed login, nothing worse.
     let mut c = imap(h).await;
-    c.send(b"a LOGIN {5+}\r\nfr\0nt {2+}\r\npw\r\n").await.unwrap();
+    c.send(b"a LOGIN {5+}\r\nfr\0nt {2+}\r\npw\r\n")
+        .await
+        .unwrap();
     assert_eq!(c.line().await.unwrap(), format!("a {IMAP_WRONG}"));
-    c.send(b"b LOGIN {4+}\r\n\xff\xfe\xc0\xaf {2+}\r\npw\r\n").await.unwrap();
+    c.send(b"b LOGIN {4+}\r\n\xff\xfe\xc0\xaf {2+}\r\npw\r\n")
+        .await
+        .unwrap();
     assert_eq!(c.line().await.unwrap(), format!("b {IMAP_WRONG}"));
     let mut c = imap(h).await;
     let mut login = format!("a LOGIN {IMAP_USER} {{6+}}\r\n").into_bytes();
@@ -183,7 +205,9 @@ async fn imap_cases(h: &Harness) {
 
     // Base64 garbage, inline and as a continuation, then AUTHENTICATE cancelled mid-way.
     let mut c = imap(h).await;
-    c.send(b"a AUTHENTICATE PLAIN !!!notbase64\r\n").await.unwrap();
+    c.send(b"a AUTHENTICATE PLAIN !!!notbase64\r\n")
+        .await
+        .unwrap();
     assert_eq!(c.line().await.unwrap(), "a BAD Invalid SASL argument.\r\n");
     c.send(b"b AUTHENTICATE PLAIN\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "+ \r\n");
@@ -205,7 +229,10 @@ async fn imap_cases(h: &Harness) {
     let _ = c.send(&b"x NOOP\r\n".repeat(5000)).await;
     let rest = c.rest_until_closed(Duration::from_secs(10)).await.unwrap();
     assert_eq!(rest.matches("x OK NOOP completed.").count(), 64);
-    assert!(rest.ends_with("* BYE Too many commands without login\r\n"), "{rest}");
+    assert!(
+        rest.ends_with("* BYE Too many commands without login\r\n"),
+        "{rest}"
+    );
 
     // Pipelined logins, and commands pipelined behind the one that succeeds: those go to
     // the upstream, in order.
@@ -221,9 +248,15 @@ async fn imap_cases(h: &Harness) {
     .unwrap();
     assert_eq!(c.line().await.unwrap(), format!("a {IMAP_WRONG}"));
     let ok = c.line().await.unwrap();
-    assert!(ok.starts_with("b OK [CAPABILITY ") && ok.ends_with("LOGIN completed.\r\n"), "{ok}");
+    assert!(
+        ok.starts_with("b OK [CAPABILITY ") && ok.ends_with("LOGIN completed.\r\n"),
+        "{ok}"
+    );
     let rest = c.until("d ").await.unwrap();
-    assert!(rest.contains("c OK [READ-WRITE] SELECT completed."), "{rest}");
+    assert!(
+        rest.contains("c OK [READ-WRITE] SELECT completed."),
+        "{rest}"
+    );
     assert!(rest.ends_with("d OK LOGOUT completed.\r\n"), "{rest}");
 
     // Half-closed sockets: the commands sent before the FIN are answered (pre-auth and
@@ -266,14 +299,19 @@ async fn pop3_cases(h: &Harness) {
         assert!(closed);
     }
     let (sent, said) = endless_line(pop3(h).await).await;
-    assert!(sent < 64 * 1024 * 1024 && said.starts_with("-ERR Line too long."), "{sent} {said}");
+    assert!(
+        sent < 64 * 1024 * 1024 && said.starts_with("-ERR Line too long."),
+        "{sent} {said}"
+    );
 
     // NUL and invalid UTF-8 in names and passwords.
     let mut c = pop3(h).await;
     c.send(b"USER fr\0nt\r\nPASS pw\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "+OK Send your password.\r\n");
     assert_eq!(c.line().await.unwrap(), POP3_WRONG);
-    c.send(b"USER \xff\xfe\xc0\xaf\r\nPASS pw\r\n").await.unwrap();
+    c.send(b"USER \xff\xfe\xc0\xaf\r\nPASS pw\r\n")
+        .await
+        .unwrap();
     c.line().await.unwrap();
     assert_eq!(c.line().await.unwrap(), POP3_WRONG);
     let mut c = pop3(h).await;
@@ -299,7 +337,10 @@ async fn pop3_cases(h: &Harness) {
     c.send(b"AUTH LOGIN\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "+ VXNlcm5hbWU6\r\n");
     c.send(b"*\r\n").await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "-ERR Authentication cancelled.\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "-ERR Authentication cancelled.\r\n"
+    );
     c.send(b"NOOP\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "+OK\r\n");
 
@@ -308,7 +349,10 @@ async fn pop3_cases(h: &Harness) {
     let _ = c.send(&b"NOOP\r\n".repeat(5000)).await;
     let rest = c.rest_until_closed(Duration::from_secs(10)).await.unwrap();
     assert_eq!(rest.matches("+OK\r\n").count(), 64);
-    assert!(rest.ends_with("-ERR Too many commands without login.\r\n"), "{rest}");
+    assert!(
+        rest.ends_with("-ERR Too many commands without login.\r\n"),
+        "{rest}"
+    );
 
     // Pipelined logins, and STAT behind the good one, answered by the upstream; then a
     // half-close after QUIT.
@@ -327,8 +371,14 @@ async fn pop3_cases(h: &Harness) {
     let lines: Vec<&str> = rest.split_inclusive("\r\n").collect();
     assert_eq!(lines[0], "+OK Send your password.\r\n", "{rest}");
     assert_eq!(lines[1], POP3_WRONG, "{rest}");
-    assert_eq!(lines[3], "+OK User successfully authenticated.\r\n", "{rest}");
-    assert!(lines[4].starts_with("+OK 1 "), "STAT from the upstream: {rest}");
+    assert_eq!(
+        lines[3], "+OK User successfully authenticated.\r\n",
+        "{rest}"
+    );
+    assert!(
+        lines[4].starts_with("+OK 1 "),
+        "STAT from the upstream: {rest}"
+    );
     assert!(lines[5].starts_with("+OK"), "QUIT: {rest}");
 }
 
@@ -353,7 +403,10 @@ async fn smtp_cases(h: &Harness) {
     c.send(format!("AUTH PLAIN {plain}\r\n").as_bytes())
         .await
         .unwrap();
-    assert_eq!(c.line().await.unwrap(), "503 5.5.1 Send EHLO or HELO first\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "503 5.5.1 Send EHLO or HELO first\r\n"
+    );
     assert_eq!(h.fake.directory().xoauth_logins().len(), logins);
 
     // A 4 GB BDAT before login: refused, and its data skipped (not buffered) as it comes.
@@ -379,7 +432,10 @@ async fn smtp_cases(h: &Harness) {
         assert!(closed);
     }
     let (sent, said) = endless_line(smtp(h).await).await;
-    assert!(sent < 64 * 1024 * 1024 && said.starts_with("500 5.5.2 Line too long"), "{sent} {said}");
+    assert!(
+        sent < 64 * 1024 * 1024 && said.starts_with("500 5.5.2 Line too long"),
+        "{sent} {said}"
+    );
 
     // NUL and invalid UTF-8 in names and passwords.
     let mut c = smtp(h).await;
@@ -387,10 +443,11 @@ async fn smtp_cases(h: &Harness) {
         .await
         .unwrap();
     assert_eq!(c.line().await.unwrap(), SMTP_WRONG);
+    // PLAIN cannot carry a NUL in the name: this is user "fr" with password "nt\0pw".
     c.send(format!("AUTH PLAIN {}\r\n", b64(b"\0fr\0nt\0pw")).as_bytes())
         .await
         .unwrap();
-    assert_eq!(c.line().await.unwrap(), "501 5.5.2 Malformed authentication response\r\n");
+    assert_eq!(c.line().await.unwrap(), SMTP_WRONG);
     let mut password = b"\0".to_vec();
     password.extend_from_slice(IMAP_USER.as_bytes());
     password.extend_from_slice(b"\0p\0w\xff\xfe");
@@ -402,11 +459,17 @@ async fn smtp_cases(h: &Harness) {
     // Base64 garbage and a cancelled AUTH.
     let mut c = smtp(h).await;
     c.send(b"AUTH PLAIN !!!notbase64\r\n").await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "501 5.5.2 Cannot Base64-decode client response\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "501 5.5.2 Cannot Base64-decode client response\r\n"
+    );
     c.send(b"AUTH LOGIN\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "334 VXNlcm5hbWU6\r\n");
     c.send(b"*\r\n").await.unwrap();
-    assert_eq!(c.line().await.unwrap(), "501 5.7.0 Authentication cancelled\r\n");
+    assert_eq!(
+        c.line().await.unwrap(),
+        "501 5.7.0 Authentication cancelled\r\n"
+    );
     c.send(b"NOOP\r\n").await.unwrap();
     assert_eq!(c.line().await.unwrap(), "250 2.0.0 OK\r\n");
 
@@ -416,7 +479,10 @@ async fn smtp_cases(h: &Harness) {
     let rest = c.rest_until_closed(Duration::from_secs(10)).await.unwrap();
     // EHLO was the first of the 64.
     assert_eq!(rest.matches("250 2.0.0 OK\r\n").count(), 63);
-    assert!(rest.contains("421 4.7.0 oxbridge Too many commands without login"), "{rest}");
+    assert!(
+        rest.contains("421 4.7.0 oxbridge Too many commands without login"),
+        "{rest}"
+    );
 
     // Pipelined AUTH and the mail transaction behind it: the upstream answers the rest.
     let mut c = smtp(h).await;
@@ -434,7 +500,10 @@ async fn smtp_cases(h: &Harness) {
     let rest = c.rest_until_closed(Duration::from_secs(10)).await.unwrap();
     let lines: Vec<&str> = rest.split_inclusive("\r\n").collect();
     assert_eq!(lines[0], SMTP_WRONG, "{rest}");
-    assert_eq!(lines[1], "235 2.7.0 Authentication successful\r\n", "{rest}");
+    assert_eq!(
+        lines[1], "235 2.7.0 Authentication successful\r\n",
+        "{rest}"
+    );
     assert!(lines[2].starts_with("250 2.1.0"), "{rest}");
     assert!(lines[3].starts_with("250 2.1.5"), "{rest}");
     assert!(lines[4].starts_with("221"), "{rest}");
@@ -445,13 +514,17 @@ async fn smtp_cases(h: &Harness) {
 async fn tls_cases(h: &Harness) {
     for port in [h.imaps_port, h.pop3s_port, h.smtps_port] {
         let mut c = Conn::plain(port).await.unwrap();
-        c.send(b"GET / HTTP/1.1\r\nHost: oxbridge\r\n\r\n").await.unwrap();
+        c.send(b"GET / HTTP/1.1\r\nHost: oxbridge\r\n\r\n")
+            .await
+            .unwrap();
         assert!(c.rest_until_closed(Duration::from_secs(5)).await.is_some());
 
         let mut c = Conn::plain(port).await.unwrap();
-        c.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
-            .await
-            .unwrap();
+        c.send(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .await
+        .unwrap();
         let started = Instant::now();
         assert!(c
             .rest_until_closed(Duration::from_secs(PRE_AUTH_SECS + 5))
@@ -536,7 +609,12 @@ async fn hostile_clients_on_every_protocol_while_good_sessions_finish_byte_exact
     let fds_before = open_fds(pid);
 
     let slow = slow_clients(&h).await;
-    tokio::join!(imap_cases(&h), pop3_cases(&h), smtp_cases(&h), tls_cases(&h));
+    tokio::join!(
+        imap_cases(&h),
+        pop3_cases(&h),
+        smtp_cases(&h),
+        tls_cases(&h)
+    );
     for task in slow {
         task.await.unwrap();
     }
@@ -556,7 +634,10 @@ async fn hostile_clients_on_every_protocol_while_good_sessions_finish_byte_exact
         rss_max < rss_before + 96 * 1024,
         "memory grew from {rss_before} KiB to {rss_max} KiB"
     );
-    assert!(fds_after <= fds_before + 8, "{fds_before} -> {fds_after} descriptors");
+    assert!(
+        fds_after <= fds_before + 8,
+        "{fds_before} -> {fds_after} descriptors"
+    );
     let metrics = h.admin_get("/metrics").await;
     for protocol in ["imap", "pop3", "smtp"] {
         let failures = metric(
@@ -575,9 +656,12 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_the_good_sessions_s
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     let _ = rlimit::increase_nofile_limit(hard);
     let (soft_now, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
-    let many = 10_000.min(soft_now.saturating_sub(1_000) as usize);
+    let many = 10_000.min((soft_now as usize).saturating_sub(200) * 3 / 4);
     eprintln!("open-file limit {soft} (hard {hard}), now {soft_now}: opening {many} connections");
-    assert!(many >= 1_000, "the open-file limit allows only {many} connections");
+    assert!(
+        many >= 200,
+        "the open-file limit allows only {many} connections"
+    );
 
     const LIMIT: usize = 50;
     // A long pre-auth timeout: the admitted connections stay until the test lets go.
@@ -613,7 +697,11 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_the_good_sessions_s
                     true
                 }
                 Err(e) => {
-                    assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "neither greeted nor closed");
+                    assert_ne!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut,
+                        "neither greeted nor closed"
+                    );
                     false
                 }
             };
@@ -644,7 +732,10 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_the_good_sessions_s
     );
     assert_eq!(admitted, LIMIT - 3, "the three good sessions hold the rest");
     assert_eq!(refused, many - admitted);
-    assert!(fds_during < fds_before + 2 * LIMIT + 16, "{fds_during} descriptors");
+    assert!(
+        fds_during < fds_before + 2 * LIMIT + 16,
+        "{fds_during} descriptors"
+    );
 
     // The good sessions lived through it, and a new client gets in once the crowd is gone.
     good.finish(&h).await;
@@ -657,6 +748,9 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_the_good_sessions_s
     sampler.abort();
     let rss_max = max_rss.load(Ordering::Relaxed);
     eprintln!("oxbridge RSS: {rss_before} KiB before, at most {rss_max} KiB during");
-    assert!(rss_max < rss_before + 64 * 1024, "{rss_before} -> {rss_max} KiB");
+    assert!(
+        rss_max < rss_before + 64 * 1024,
+        "{rss_before} -> {rss_max} KiB"
+    );
     assert_no_panic(&h);
 }

@@ -323,7 +323,11 @@ async fn the_demo_command_serves_its_mailbox() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(contains(&out.stdout, b"Subject: Welcome to oxbridge"));
     let _ = demo.kill().await;
 }

@@ -17,7 +17,9 @@ fuzz_target!(|line: &[u8]| {
             initial_response,
         } => {
             assert!(!mechanism.is_empty());
-            assert!(mechanism.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(mechanism
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             if let Some(ir) = initial_response {
                 assert!(!ir.is_empty() && !ir.contains(&b' '));
             }

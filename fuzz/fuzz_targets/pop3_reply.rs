@@ -71,7 +71,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut u = Unstructured::new(data);
-    let chunks = (0..pick(&mut u, 0, 16)).map(|_| pick(&mut u, 1, 64)).collect();
+    let chunks = (0..pick(&mut u, 0, 16))
+        .map(|_| pick(&mut u, 1, 64))
+        .collect();
     let mut upstream = Scripted {
         replies: u.take_rest(),
         chunks,
@@ -94,10 +96,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(capabilities) = result {
         let token_line = b"\r\ndXNlcj1hbGV4QGNvbnRvc28uY29tAWF1dGg9QmVhcmVyIEV3QkFBbDNCQUFVRkZwVUFvN0ozVmUwYmpMQldaV0NjbFJDM0VvQUEBAQ==\r\n";
         assert!(
-            upstream.sent.windows(token_line.len()).any(|w| w == token_line),
+            upstream
+                .sent
+                .windows(token_line.len())
+                .any(|w| w == token_line),
             "login reported without sending the token"
         );
-        for line in capabilities.iter().flat_map(|c| c.iter().collect::<Vec<_>>()) {
+        for line in capabilities
+            .iter()
+            .flat_map(|c| c.iter().collect::<Vec<_>>())
+        {
             assert!(!line.contains(['\r', '\n']), "{line:?}");
         }
     }

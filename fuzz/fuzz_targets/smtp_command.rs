@@ -12,7 +12,9 @@ fuzz_target!(|line: &[u8]| {
         Command::Mail { sender } => {
             assert!(sender.len() <= 256 * 3, "{} bytes", sender.len());
             assert!(
-                !sender.chars().any(|c| c.is_ascii_control() || c == '<' || c == '>'),
+                !sender
+                    .chars()
+                    .any(|c| c.is_ascii_control() || c == '<' || c == '>'),
                 "{sender:?}"
             );
         }

@@ -16,8 +16,11 @@ fuzz_target!(|data: &[u8]| {
     // What an upstream's EHLO said ends up in oxbridge's own EHLO reply.
     let ehlo_len = pick(&mut u, 0, 64);
     let ehlo = u.bytes(ehlo_len.min(u.len())).unwrap_or_default();
-    let extensions =
-        Extensions::from_lines(String::from_utf8_lossy(ehlo).split('\n').map(str::to_string));
+    let extensions = Extensions::from_lines(
+        String::from_utf8_lossy(ehlo)
+            .split('\n')
+            .map(str::to_string),
+    );
     let settings = SmtpSettings {
         implicit_tls: pick(&mut u, 0, 1) == 1,
         starttls: pick(&mut u, 0, 1) == 1,

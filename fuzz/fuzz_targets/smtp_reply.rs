@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
                 // The hop's own extensions are oxbridge's: exactly one AUTH line (ours) when
                 // logins are allowed, none otherwise; STARTTLS likewise.
                 let advertised = extensions.advertised(starttls, auth);
-                let keyword = |line: &String| line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                let keyword =
+                    |line: &String| line.split(' ').next().unwrap_or("").to_ascii_uppercase();
                 let auths: Vec<&String> = advertised
                     .iter()
                     // `AUTH=` alone names no mechanism; it is passed on like any keyword.
@@ -51,9 +52,16 @@ fuzz_target!(|data: &[u8]| {
                 if auth {
                     assert_eq!(auths[0], "AUTH PLAIN LOGIN");
                 }
-                let starttls_lines = advertised.iter().filter(|l| keyword(l) == "STARTTLS").count();
+                let starttls_lines = advertised
+                    .iter()
+                    .filter(|l| keyword(l) == "STARTTLS")
+                    .count();
                 assert_eq!(starttls_lines, usize::from(starttls), "{advertised:?}");
-                let wire = Reply { code: 250, lines: advertised }.to_wire();
+                let wire = Reply {
+                    code: 250,
+                    lines: advertised,
+                }
+                .to_wire();
                 assert!(wire.split("\r\n").all(|l| l.starts_with("250")));
             }
         }

@@ -81,7 +81,9 @@ pub fn play<F: FrontEnd>(
     front.greeting(&mut out);
     lines += check_lines(&out, bounds.continuation);
     out.clear();
-    // The outcome of the last login or relay, to act on like any other `Next`.
+    // What a refused login or relay asked for, to act on like any other `Next`. As in the
+    // driver, `Read` after a refusal means "call receive again" (pipelined commands may be
+    // buffered), so only `Close` is kept.
     let mut pending: Option<Next> = None;
     loop {
         let next = match pending.take() {
@@ -127,12 +129,13 @@ pub fn play<F: FrontEnd>(
                 );
                 waiting_consumes_nothing(front, &mut input, u);
                 let why = REJECTIONS[pick(u, 0, REJECTIONS.len() - 1)];
-                if pick(u, 0, 3) == 0 {
+                let next = if pick(u, 0, 3) == 0 {
                     let reply = UPSTREAM_REPLIES[pick(u, 0, UPSTREAM_REPLIES.len() - 1)];
-                    pending = Some(front.upstream_refused(reply, &mut out));
+                    front.upstream_refused(reply, &mut out)
                 } else {
-                    pending = Some(front.login_failed(why, &mut out));
-                }
+                    front.login_failed(why, &mut out)
+                };
+                pending = refused(next);
                 lines += check_lines(&out, bounds.continuation);
                 out.clear();
             }
@@ -140,7 +143,7 @@ pub fn play<F: FrontEnd>(
                 assert!(replay.ends_with(b"\r\n"), "a relay replays whole lines");
                 assert!(!request.sender.contains(['\r', '\n']));
                 waiting_consumes_nothing(front, &mut input, u);
-                pending = Some(match pick(u, 0, 3) {
+                pending = refused(match pick(u, 0, 3) {
                     0 => front.relay_refused(RelayRejection::NoRule, &mut out),
                     1 => front.relay_refused(RelayRejection::SenderNotAllowed, &mut out),
                     2 => front.login_failed(REJECTIONS[pick(u, 0, 4)], &mut out),
@@ -160,6 +163,16 @@ pub fn play<F: FrontEnd>(
     }
 }
 
+/// What the driver does after a refusal: `Close` is acted on, anything else (`Read`) means
+/// the loop calls `receive` again.
+fn refused(next: Next) -> Option<Next> {
+    match next {
+        Next::Close => Some(Next::Close),
+        Next::Read => None,
+        other => panic!("{other:?} after a refused login"),
+    }
+}
+
 /// While the driver holds a login, the front-end must neither answer nor consume input:
 /// what the client pipelined behind its login goes to the upstream if the login succeeds.
 fn waiting_consumes_nothing<F: FrontEnd>(
@@ -173,7 +186,10 @@ fn waiting_consumes_nothing<F: FrontEnd>(
     let before = input.clone();
     let mut out = Vec::new();
     let next = front.receive(input, &mut out);
-    assert!(matches!(next, Next::Read), "{next:?} while a login is pending");
+    assert!(
+        matches!(next, Next::Read),
+        "{next:?} while a login is pending"
+    );
     assert!(out.is_empty(), "answered while a login is pending");
     assert_eq!(*input, before, "consumed input while a login is pending");
 }
@@ -188,7 +204,10 @@ pub fn check_lines(out: &[u8], continuation: &[u8]) -> usize {
     if out.is_empty() {
         return 0;
     }
-    assert!(out.ends_with(b"\r\n"), "reply does not end with CRLF: {out:?}");
+    assert!(
+        out.ends_with(b"\r\n"),
+        "reply does not end with CRLF: {out:?}"
+    );
     let mut count = 0;
     for line in out.split_inclusive(|&b| b == b'\n') {
         let body = &line[..line.len() - 2];

@@ -236,7 +236,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")))
         })
         .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Adds `lines` to the config's `[limits]` table (which the harness already writes, so it
@@ -341,16 +341,41 @@ impl GoodSessions {
         let pop3s = h.pop3s_port.to_string();
         let submission = h.submission_port.to_string();
         let imap = h.python_interactive(&[
-            "hold", "--port", &imaps, "--user", IMAP_USER, "--password", GOOD_PASSWORD,
-            "--out", files[0].to_str().unwrap(),
+            "hold",
+            "--port",
+            &imaps,
+            "--user",
+            IMAP_USER,
+            "--password",
+            GOOD_PASSWORD,
+            "--out",
+            files[0].to_str().unwrap(),
         ]);
         let pop3 = h.pop3_client_interactive(&[
-            "hold", "--port", &pop3s, "--user", POP3_USER, "--password", GOOD_PASSWORD,
-            "--out", files[1].to_str().unwrap(),
+            "hold",
+            "--port",
+            &pop3s,
+            "--user",
+            POP3_USER,
+            "--password",
+            GOOD_PASSWORD,
+            "--out",
+            files[1].to_str().unwrap(),
         ]);
         let smtp = h.smtp_client_interactive(&[
-            "hold", "--port", &submission, "--user", IMAP_USER, "--password", GOOD_PASSWORD,
-            "--sender", IMAP_MAILBOX, "--to", RECIPIENT, "--file", files[2].to_str().unwrap(),
+            "hold",
+            "--port",
+            &submission,
+            "--user",
+            IMAP_USER,
+            "--password",
+            GOOD_PASSWORD,
+            "--sender",
+            IMAP_MAILBOX,
+            "--to",
+            RECIPIENT,
+            "--file",
+            files[2].to_str().unwrap(),
         ]);
         let mut sessions = GoodSessions {
             children: vec![("imap", imap), ("pop3", pop3), ("smtp", smtp)],
@@ -366,7 +391,12 @@ impl GoodSessions {
                 .await
                 .unwrap_or_else(|_| panic!("the good {name} session did not log in:\n{}", h.logs()))
                 .unwrap();
-            assert_eq!(ready.as_deref(), Some("READY"), "good {name} session:\n{}", h.logs());
+            assert_eq!(
+                ready.as_deref(),
+                Some("READY"),
+                "good {name} session:\n{}",
+                h.logs()
+            );
             sessions.outputs.push(lines);
         }
         sessions
@@ -391,7 +421,10 @@ impl GoodSessions {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut stderr).await;
             }
-            assert!(status.success(), "good {name} session failed: {done}\n{stderr}");
+            assert!(
+                status.success(),
+                "good {name} session failed: {done}\n{stderr}"
+            );
             let v: serde_json::Value = serde_json::from_str(&done).unwrap();
             if *name == "smtp" {
                 assert_eq!(v["sent"], true, "{v}");
@@ -409,7 +442,7 @@ impl GoodSessions {
         );
         let delivered = h.fake.directory().messages(RECIPIENT, "INBOX");
         assert!(
-            delivered.iter().any(|m| *m == self.smtp_message),
+            delivered.contains(&self.smtp_message),
             "the good SMTP submission did not arrive byte-exact ({} messages)",
             delivered.len()
         );

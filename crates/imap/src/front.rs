@@ -162,7 +162,7 @@ impl ImapFrontEnd {
             Command::Login { user, password } => {
                 let password = Secret::new(password);
                 let Ok(user) = String::from_utf8(user) else {
-                    return Some(self.failed(tag, LoginRejection::BadCredentials, out));
+                    return self.refused_here(tag, out);
                 };
                 return Some(self.login(tag, "LOGIN", user, password));
             }
@@ -213,13 +213,23 @@ impl ImapFrontEnd {
                 out.extend_from_slice(format!("{tag} BAD AUTHENTICATE cancelled.\r\n").as_bytes());
                 None
             }
-            Step::Failed(SaslError::UserNotUtf8) => {
-                Some(self.failed(tag, LoginRejection::BadCredentials, out))
-            }
+            Step::Failed(SaslError::UserNotUtf8) => self.refused_here(tag, out),
             Step::Failed(_) => {
                 out.extend_from_slice(format!("{tag} BAD Invalid SASL argument.\r\n").as_bytes());
                 None
             }
+        }
+    }
+
+    /// A login refused without the driver (a user name that is not UTF-8 cannot be an
+    /// account): answered like a wrong password. `None` (go on with the commands the client
+    /// pipelined behind it) unless the connection closes: returning `Read` here would make
+    /// the driver wait for input while whole commands sit in its buffer (found by
+    /// fuzz/pop3_front, the same path as here).
+    fn refused_here(&mut self, tag: String, out: &mut Vec<u8>) -> Option<Next> {
+        match self.failed(tag, LoginRejection::BadCredentials, out) {
+            Next::Read => None,
+            next => Some(next),
         }
     }
 
@@ -482,6 +492,23 @@ mod tests {
         let (out, next) = run(&mut front, b"b LOGIN {104857600+}\r\n");
         assert!(out.starts_with("* BYE"));
         assert!(matches!(next, Next::Close));
+    }
+
+    #[test]
+    fn commands_pipelined_behind_a_refused_user_name_are_answered_at_once() {
+        // A LOGIN or AUTHENTICATE whose user name is not UTF-8 is refused here; the commands
+        // behind it must not wait for more input (see fuzz/pop3_front's finding).
+        let mut front = ImapFrontEnd::new(ImapSettings::default(), peer());
+        let (out, next) = run(
+            &mut front,
+            b"a LOGIN {2+}\r\n\xff\xfe pw\r\nb AUTHENTICATE PLAIN AP8AcHc=\r\nc NOOP\r\n",
+        );
+        assert_eq!(
+            out,
+            "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n\
+             b NO [AUTHENTICATIONFAILED] Authentication failed.\r\nc OK NOOP completed.\r\n"
+        );
+        assert!(matches!(next, Next::Read));
     }
 
     #[test]

@@ -101,7 +101,11 @@ fn demo_config(
     };
     config.listeners = vec![
         listener(Protocol::Imap, args.imap_port, ListenerTls::Implicit),
-        listener(Protocol::Imap, args.imap_starttls_port, ListenerTls::Starttls),
+        listener(
+            Protocol::Imap,
+            args.imap_starttls_port,
+            ListenerTls::Starttls,
+        ),
         listener(Protocol::Pop3, args.pop3_port, ListenerTls::Implicit),
         listener(Protocol::Smtp, args.smtp_port, ListenerTls::Starttls),
     ];

@@ -171,10 +171,10 @@ impl Pop3FrontEnd {
                     out.extend_from_slice(b"-ERR No user name given; send USER first.\r\n");
                     return None;
                 };
-                return Some(match String::from_utf8(user) {
-                    Ok(user) => self.login(user, password),
-                    Err(_) => self.failed(LoginRejection::BadCredentials, out),
-                });
+                return match String::from_utf8(user) {
+                    Ok(user) => Some(self.login(user, password)),
+                    Err(_) => self.refused_here(out),
+                };
             }
             Command::Auth {
                 mechanism: None, ..
@@ -223,13 +223,23 @@ impl Pop3FrontEnd {
                 out.extend_from_slice(b"-ERR Authentication cancelled.\r\n");
                 None
             }
-            Step::Failed(SaslError::UserNotUtf8) => {
-                Some(self.failed(LoginRejection::BadCredentials, out))
-            }
+            Step::Failed(SaslError::UserNotUtf8) => self.refused_here(out),
             Step::Failed(_) => {
                 out.extend_from_slice(b"-ERR Invalid SASL argument.\r\n");
                 None
             }
+        }
+    }
+
+    /// A login refused without the driver (a user name that is not UTF-8 cannot be an
+    /// account): answered like a wrong password. `None` (go on with the commands the client
+    /// pipelined behind it) unless the connection closes: returning `Read` here would make
+    /// the driver wait for input while whole commands sit in its buffer (found by
+    /// fuzz/pop3_front).
+    fn refused_here(&mut self, out: &mut Vec<u8>) -> Option<Next> {
+        match self.failed(LoginRejection::BadCredentials, out) {
+            Next::Read => None,
+            next => Some(next),
         }
     }
 
@@ -351,6 +361,21 @@ mod tests {
     }
 
     const CAPA_TLS: &str = "+OK Capability list follows\r\nUSER\r\nSASL PLAIN LOGIN\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n.\r\n";
+
+    #[test]
+    fn commands_pipelined_behind_a_refused_user_name_are_answered_at_once() {
+        // fuzz/pop3_front: a PASS for a user name that is not UTF-8 was refused with `Read`,
+        // so the driver waited for more input with CAPA still in its buffer.
+        let mut front = Pop3FrontEnd::new(Pop3Settings::default(), peer());
+        let (out, next) = run(&mut front, b"USER \xff\xfe\r\nPASS pw\r\nNOOP\r\n");
+        assert_eq!(
+            out,
+            "+OK Send your password.\r\n-ERR [AUTH] Authentication failed.\r\n+OK\r\n"
+        );
+        assert!(matches!(next, Next::Read));
+        let (out, _) = run(&mut front, b"AUTH PLAIN AP8AcHc=\r\nNOOP\r\n");
+        assert_eq!(out, "-ERR [AUTH] Authentication failed.\r\n+OK\r\n");
+    }
 
     #[test]
     fn greeting_has_no_apop_timestamp() {

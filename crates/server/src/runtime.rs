@@ -218,11 +218,58 @@ fn notifier(config: &Config) -> Result<Option<oxbridge_broker::Notifier>, String
     })
 }
 
+/// Creates the data directory (mode 0700) if it is missing, and refuses one that group or
+/// other users may write to: whoever can write it can swap the master key or the database
+/// for their own. Read access only earns a warning, because every file in it is created
+/// 0600 and the master key's mode is checked again when it is loaded.
+fn private_data_dir(data_dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !data_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(|e| format!("cannot create data_dir {}: {e}", data_dir.display()))?;
+        }
+        let mode = std::fs::metadata(data_dir)
+            .map_err(|e| format!("cannot read data_dir {}: {e}", data_dir.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "data_dir {dir} is writable by group or other users (mode {mode:03o}), who could \
+                 replace the master key or the store; run `chmod 700 {dir}`",
+                dir = data_dir.display()
+            ));
+        }
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                mode = format!("{mode:03o}"),
+                "data_dir is readable by group or other users; chmod 700 is recommended"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn endpoint(config: &Config, protocol: Protocol) -> Result<UpstreamEndpoint, String> {
     let up = config.upstream.get(protocol);
     let extra: Vec<PathBuf> = up.ca_file.iter().cloned().collect();
     let extra: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
     let client = tls::client_config(&extra).map_err(|e| format!("[upstream.{protocol}]: {e}"))?;
+    if let Some(ca) = &up.ca_file {
+        // Upstream certificates are always verified; an extra trust anchor is the only way
+        // to change what passes, so say so every start.
+        tracing::warn!(
+            upstream = %up.address,
+            ca_file = %ca.display(),
+            "[upstream.{protocol}] trusts an extra certificate authority besides the system roots"
+        );
+    }
     let name = up
         .server_name
         .clone()
@@ -249,6 +296,10 @@ impl Server {
         }
         tls::install_crypto_provider();
         let mut problems = Vec::new();
+        if let Err(e) = private_data_dir(&config.data_dir) {
+            // Nothing in it can be trusted: stop before reading the key or the store.
+            return Err(vec![e]);
+        }
         let tls = crate::certificate::load_or_generate(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),

@@ -238,8 +238,14 @@ impl SmtpFrontEnd {
                 Self::reply(out, "501 5.7.0 Authentication cancelled");
                 None
             }
+            // Refused without the driver: go on with what the client pipelined behind it
+            // (returning `Read` would leave whole commands waiting in the driver's buffer;
+            // found by fuzz/pop3_front on the same path there).
             Step::Failed(SaslError::UserNotUtf8) => {
-                Some(self.auth_failed(LoginRejection::BadCredentials, out))
+                match self.auth_failed(LoginRejection::BadCredentials, out) {
+                    Next::Read => None,
+                    next => Some(next),
+                }
             }
             Step::Failed(SaslError::Base64) => {
                 Self::reply(out, "501 5.5.2 Cannot Base64-decode client response");
@@ -496,6 +502,19 @@ mod tests {
             Next::Login(login) => login,
             other => panic!("expected a login, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn commands_pipelined_behind_a_refused_user_name_are_answered_at_once() {
+        // An AUTH whose user name is not UTF-8 is refused here; the commands behind it must
+        // not wait for more input (see fuzz/pop3_front's finding).
+        let mut f = front(implicit());
+        let (out, next) = run(&mut f, b"EHLO x\r\nAUTH PLAIN AP8AcHc=\r\nNOOP\r\n");
+        assert!(
+            out.ends_with("535 5.7.8 Authentication credentials invalid\r\n250 2.0.0 OK\r\n"),
+            "{out}"
+        );
+        assert!(matches!(next, Next::Read));
     }
 
     #[test]
