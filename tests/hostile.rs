@@ -23,6 +23,10 @@ use tokio::io::AsyncWriteExt;
 /// The pre-auth timeout of these worlds: slowloris and trickling clients are cut after it.
 const PRE_AUTH_SECS: u64 = 4;
 
+/// The two tests here are heavy on sockets (hundreds of hostile connections; ten thousand
+/// at once): one at a time, so neither crowds out the other's ports and descriptors.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// oxbridge with IMAP, POP3 and SMTP listeners (implicit TLS and STARTTLS each), a short
 /// pre-auth timeout, the good sessions' accounts, and no per-address throttling: every
 /// hostile client here shares 127.0.0.1, and the throttle has its own suite.
@@ -601,6 +605,7 @@ async fn slow_clients(h: &Harness) -> Vec<tokio::task::JoinHandle<()>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_clients_on_every_protocol_while_good_sessions_finish_byte_exact() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let h = world("", PRE_AUTH_SECS).await;
     let pid = h.pid().unwrap();
     let good = GoodSessions::start(&h).await;
@@ -652,6 +657,7 @@ async fn hostile_clients_on_every_protocol_while_good_sessions_finish_byte_exact
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_limit_are_closed_at_once_and_the_good_sessions_survive() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // As many connections at once as this process may open, up to the 10,000.
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     let _ = rlimit::increase_nofile_limit(hard);
