@@ -33,6 +33,9 @@ pub struct Args {
     /// Message sizes for the throughput measurements, in MB (default 20,200; quick: 2).
     #[arg(long, value_delimiter = ',')]
     pub message_mb: Option<Vec<usize>>,
+    /// Run only these groups: memory, latency, rate, fetch, pop3, smtp, tokens, connects.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
     /// Internal: run as the fake Exchange Online process.
     #[arg(long, hide = true)]
     pub fake_server: bool,

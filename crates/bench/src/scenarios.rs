@@ -27,6 +27,7 @@ struct Plan {
     sessions: Vec<usize>,
     burst_connects: usize,
     token_burst: usize,
+    only: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -42,6 +43,7 @@ impl Plan {
                 sessions: args.sessions.clone().unwrap_or_else(|| vec![100]),
                 burst_connects: 100,
                 token_burst: 16,
+                only: args.only.clone(),
             }
         } else {
             Plan {
@@ -54,8 +56,18 @@ impl Plan {
                 sessions: args.sessions.clone().unwrap_or_else(|| vec![1000, 9000]),
                 burst_connects: 1000,
                 token_burst: 64,
+                only: args.only.clone(),
             }
         }
+    }
+}
+
+impl Plan {
+    /// Whether the measurement group `name` is part of this run (`--only`).
+    fn wants(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == name))
     }
 }
 
@@ -66,11 +78,13 @@ pub async fn run_all(args: &Args, binary: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
 
     // Memory first, each count in a fresh oxbridge, before anything else has grown its heap.
-    for &n in &plan.sessions {
-        eprintln!("memory with {n} idle sessions…");
-        world.start_proxy().await?;
-        login_round_trip(world.proxy, &world.tls, &warm).await?;
-        memory(&world, &warm, n, &mut rows).await?;
+    if plan.wants("memory") {
+        for &n in &plan.sessions {
+            eprintln!("memory with {n} idle sessions…");
+            world.start_proxy().await?;
+            login_round_trip(world.proxy, &world.tls, &warm).await?;
+            memory(&world, &warm, n, &mut rows).await?;
+        }
     }
     world.start_proxy().await?;
 
@@ -79,26 +93,98 @@ pub async fn run_all(args: &Args, binary: &Path) -> anyhow::Result<Vec<Row>> {
         login_round_trip(world.proxy, &world.tls, &warm).await?;
         login_round_trip(world.direct, &world.tls, &world.direct_credentials).await?;
     }
+    if plan.wants("latency") {
+        latency(&world, &warm, &plan, &mut rows).await?;
+    }
+    if plan.wants("rate") {
+        eprintln!("logins per second…");
+        let (direct, _) = rate(world.direct, &world, &world.direct_credentials, &plan).await?;
+        let cpu_before = world.proxy_cpu_seconds()?;
+        let (proxy, logins) = rate(world.proxy, &world, &warm, &plan).await?;
+        let cpu_ms_per_login = (world.proxy_cpu_seconds()? - cpu_before) * 1000.0 / logins as f64;
+        rows.push(Row::both(
+            "logins per second, sustained, warm",
+            "logins/s",
+            direct,
+            proxy,
+        ));
+        // The benchmark client and the fake share the cores with oxbridge; what oxbridge
+        // itself spends per login says what it could sustain with the cores to itself.
+        rows.push(Row::proxy_only(
+            "  oxbridge CPU time per login",
+            "ms",
+            cpu_ms_per_login,
+        ));
+        rows.push(Row::proxy_only(
+            format!(
+                "  logins/s oxbridge alone could sustain on {} cores",
+                cores()
+            ),
+            "logins/s",
+            cores() as f64 * 1000.0 / cpu_ms_per_login,
+        ));
+    }
+    throughput(&world, &warm, &plan, &mut rows).await?;
+    if plan.wants("tokens") {
+        eprintln!("token requests per burst…");
+        let fresh = world.add_account("burst").await?;
+        let before = world.token_requests().await?;
+        let successes = burst_logins(world.proxy, &world, &fresh, plan.token_burst).await;
+        anyhow::ensure!(
+            successes == plan.token_burst,
+            "burst logins failed: {successes}"
+        );
+        rows.push(Row::proxy_only(
+            format!(
+                "token requests for a burst of {} cold logins",
+                plan.token_burst
+            ),
+            "requests",
+            (world.token_requests().await? - before) as f64,
+        ));
+    }
+    if plan.wants("connects") {
+        eprintln!("burst of {} simultaneous connects…", plan.burst_connects);
+        let greeted = burst_connects(world.proxy, &world, plan.burst_connects).await;
+        rows.push(Row::proxy_only(
+            format!(
+                "connections lost in a burst of {} connects",
+                plan.burst_connects
+            ),
+            "connections",
+            (plan.burst_connects - greeted) as f64,
+        ));
+    }
+    world.stop_proxy().await;
+    Ok(rows)
+}
 
+/// Login latency: sequential (with its phases), cold, and in parallel.
+async fn latency(
+    world: &World,
+    warm: &Credentials,
+    plan: &Plan,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
     eprintln!("login latency, sequential…");
     let direct = sequential(
         world.direct,
-        &world,
+        world,
         &world.direct_credentials,
         plan.sequential,
     )
     .await?;
-    let proxy = sequential(world.proxy, &world, &warm, plan.sequential).await?;
-    push_latency(&mut rows, "login, sequential, warm cache", direct, proxy);
+    let proxy = sequential(world.proxy, world, warm, plan.sequential).await?;
+    push_latency(rows, "login, sequential, warm cache", direct, proxy);
 
     let direct = phases(
         world.direct,
-        &world,
+        world,
         &world.direct_credentials,
         plan.sequential,
     )
     .await?;
-    let proxy = phases(world.proxy, &world, &warm, plan.sequential).await?;
+    let proxy = phases(world.proxy, world, warm, plan.sequential).await?;
     for (i, name) in ["connect + TLS + greeting", "login", "SELECT + LOGOUT"]
         .iter()
         .enumerate()
@@ -126,122 +212,99 @@ pub async fn run_all(args: &Args, binary: &Path) -> anyhow::Result<Vec<Row>> {
     }
     let direct = sequential(
         world.direct,
-        &world,
+        world,
         &world.direct_credentials,
         plan.cold_accounts,
     )
     .await?;
     push_latency(
-        &mut rows,
+        rows,
         "login, sequential, cold cache (token + Argon2)",
         direct,
         cold,
     );
 
     eprintln!("login latency, {} in parallel…", plan.parallel_workers);
-    let direct = parallel(world.direct, &world, &world.direct_credentials, &plan).await?;
-    let proxy = parallel(world.proxy, &world, &warm, &plan).await?;
+    let direct = parallel(world.direct, world, &world.direct_credentials, plan).await?;
+    let proxy = parallel(world.proxy, world, warm, plan).await?;
     push_latency(
-        &mut rows,
+        rows,
         &format!("login, {} in parallel, warm", plan.parallel_workers),
         direct,
         proxy,
     );
+    Ok(())
+}
 
-    eprintln!("logins per second…");
-    let direct = rate(world.direct, &world, &world.direct_credentials, &plan).await?;
-    let proxy = rate(world.proxy, &world, &warm, &plan).await?;
-    rows.push(Row::both(
-        "logins per second, sustained, warm",
-        "logins/s",
-        direct,
-        proxy,
-    ));
-
-    for &mb in &plan.message_mb {
-        eprintln!("FETCH of a {mb} MB message…");
-        let uid = world.deliver("Drafts", mb * 1_000_000).await?;
-        let direct = fetch_throughput(world.direct, &world, &world.direct_credentials, uid).await?;
-        let proxy = fetch_throughput(world.proxy, &world, &warm, uid).await?;
-        rows.push(Row::both(
-            format!("FETCH {mb} MB message"),
-            "MB/s",
-            direct,
-            proxy,
-        ));
+/// Large FETCH, RETR and DATA, each directly and through oxbridge.
+async fn throughput(
+    world: &World,
+    warm: &Credentials,
+    plan: &Plan,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    if plan.wants("fetch") {
+        for &mb in &plan.message_mb {
+            eprintln!("FETCH of a {mb} MB message…");
+            let uid = world.deliver("Drafts", mb * 1_000_000).await?;
+            let direct =
+                fetch_throughput(world.direct, world, &world.direct_credentials, uid).await?;
+            let proxy = fetch_throughput(world.proxy, world, warm, uid).await?;
+            rows.push(Row::both(
+                format!("FETCH {mb} MB message"),
+                "MB/s",
+                direct,
+                proxy,
+            ));
+        }
     }
-
-    for (i, &mb) in plan.message_mb.iter().enumerate() {
-        eprintln!("POP3 RETR of a {mb} MB message…");
-        world.deliver("INBOX", mb * 1_000_000).await?;
-        // Two small messages are there from the start; each size adds one.
-        let number = 3 + i;
-        let direct = line_client::pop3_retr(
-            world.direct_pop3,
-            &world.tls,
-            &world.direct_credentials,
-            number,
-        )
-        .await?;
-        let proxy = line_client::pop3_retr(world.proxy_pop3, &world.tls, &warm, number).await?;
-        rows.push(Row::both(
-            format!("POP3 RETR {mb} MB message"),
-            "MB/s",
-            direct,
-            proxy,
-        ));
+    if plan.wants("pop3") {
+        for (i, &mb) in plan.message_mb.iter().enumerate() {
+            eprintln!("POP3 RETR of a {mb} MB message…");
+            world.deliver("INBOX", mb * 1_000_000).await?;
+            // Two small messages are there from the start; each size adds one.
+            let number = 3 + i;
+            let direct = line_client::pop3_retr(
+                world.direct_pop3,
+                &world.tls,
+                &world.direct_credentials,
+                number,
+            )
+            .await?;
+            let proxy = line_client::pop3_retr(world.proxy_pop3, &world.tls, warm, number).await?;
+            rows.push(Row::both(
+                format!("POP3 RETR {mb} MB message"),
+                "MB/s",
+                direct,
+                proxy,
+            ));
+        }
     }
-    for &mb in &plan.message_mb {
-        // Exchange Online (and the fake) refuse messages over SIZE 157286400.
-        let mb = mb.min(150);
-        eprintln!("SMTP DATA of a {mb} MB message…");
-        let direct = line_client::smtp_data(
-            world.direct_smtp,
-            &world.tls,
-            &world.direct_credentials,
-            MAILBOX,
-            mb * 1_000_000,
-        )
-        .await?;
-        let proxy =
-            line_client::smtp_data(world.proxy_smtp, &world.tls, &warm, MAILBOX, mb * 1_000_000)
-                .await?;
-        rows.push(Row::both(
-            format!("SMTP DATA {mb} MB message"),
-            "MB/s",
-            direct,
-            proxy,
-        ));
+    if plan.wants("smtp") {
+        for &mb in &plan.message_mb {
+            // Exchange Online (and the fake) refuse messages over SIZE 157286400.
+            let mb = mb.min(150);
+            eprintln!("SMTP DATA of a {mb} MB message…");
+            let direct = line_client::smtp_data(
+                world.direct_smtp,
+                &world.tls,
+                &world.direct_credentials,
+                MAILBOX,
+                mb * 1_000_000,
+            )
+            .await?;
+            let proxy =
+                line_client::smtp_data(world.proxy_smtp, &world.tls, warm, MAILBOX, mb * 1_000_000)
+                    .await?;
+            rows.push(Row::both(
+                format!("SMTP DATA {mb} MB message"),
+                "MB/s",
+                direct,
+                proxy,
+            ));
+        }
     }
-
-    eprintln!("token requests per burst…");
-    let fresh = world.add_account("burst").await?;
-    let before = world.token_requests().await?;
-    let successes = burst_logins(world.proxy, &world, &fresh, plan.token_burst).await;
-    anyhow::ensure!(
-        successes == plan.token_burst,
-        "burst logins failed: {successes}"
-    );
-    rows.push(Row::proxy_only(
-        format!(
-            "token requests for a burst of {} cold logins",
-            plan.token_burst
-        ),
-        "requests",
-        (world.token_requests().await? - before) as f64,
-    ));
-
-    eprintln!("burst of {} simultaneous connects…", plan.burst_connects);
-    let greeted = burst_connects(world.proxy, &world, plan.burst_connects).await;
-    rows.push(Row::proxy_only(
-        format!(
-            "connections lost in a burst of {} connects",
-            plan.burst_connects
-        ),
-        "connections",
-        (plan.burst_connects - greeted) as f64,
-    ));
-    Ok(rows)
+    Ok(())
 }
 
 fn push_latency(
@@ -316,12 +379,13 @@ async fn parallel(
     Ok(all)
 }
 
+/// Logins per second with 64 workers logging in back to back, and how many logins that was.
 async fn rate(
     addr: SocketAddr,
     world: &World,
     credentials: &Credentials,
     plan: &Plan,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, usize)> {
     let done = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(plan.rate_seconds);
     let started = Instant::now();
@@ -339,7 +403,13 @@ async fn rate(
     while let Some(finished) = tasks.join_next().await {
         finished??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let logins = done.load(Ordering::Relaxed);
+    Ok((logins as f64 / started.elapsed().as_secs_f64(), logins))
+}
+
+/// Cores this machine offers.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 async fn fetch_throughput(

@@ -134,9 +134,7 @@ max_connections = 20000
 
     /// (Re)starts oxbridge, so a measurement sees a fresh process.
     pub async fn start_proxy(&mut self) -> anyhow::Result<()> {
-        if let Some(mut old) = self.child.take() {
-            let _ = old.kill().await;
-        }
+        self.stop_proxy().await;
         let log = std::env::var("OXBRIDGE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
         let child = Command::new(&self.binary)
             .arg("serve")
@@ -214,13 +212,56 @@ max_connections = 20000
         Ok(reply["uid"].as_u64().context("no uid")? as u32)
     }
 
-    /// The oxbridge process's resident memory, in KiB.
-    pub fn proxy_rss_kib(&self) -> anyhow::Result<u64> {
-        let pid = self
-            .child
+    /// Stops oxbridge as an operator would (SIGTERM: drain, then exit), so a profiler
+    /// wrapped around it (`--oxbridge` a wrapper script) gets to write its results; killed
+    /// if it is not gone within 30 s.
+    pub async fn stop_proxy(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    fn proxy_pid(&self) -> anyhow::Result<u32> {
+        self.child
             .as_ref()
             .and_then(Child::id)
-            .context("oxbridge exited")?;
+            .context("oxbridge exited")
+    }
+
+    /// CPU time (user + system) the oxbridge process has used so far, in seconds.
+    pub fn proxy_cpu_seconds(&self) -> anyhow::Result<f64> {
+        // `/proc/PID/stat` counts in USER_HZ, which Linux fixes at 100 for this interface.
+        const TICKS_PER_SECOND: f64 = 100.0;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proxy_pid()?))?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
+        };
+        Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+    }
+
+    /// The oxbridge process's resident memory, in KiB.
+    pub fn proxy_rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.proxy_pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         status
             .lines()

@@ -157,12 +157,14 @@ impl Authenticator {
         );
         match result {
             Ok((session, account)) => {
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.record_login(account.id).await {
-                        tracing::debug!(error = %e, "could not record the login time");
-                    }
-                });
+                if !account.last_login_is_current() {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.record_login(account.id).await {
+                            tracing::debug!(error = %e, "could not record the login time");
+                        }
+                    });
+                }
                 Ok(session)
             }
             Err((why, _)) => Err(why),

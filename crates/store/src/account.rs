@@ -124,7 +124,21 @@ pub struct Account {
     pub health: GrantHealth,
 }
 
+/// `last_login_at` is only rewritten when older than this (seconds): a device polling every
+/// few seconds then causes one write a minute, not one per login.
+pub const LOGIN_TIMESTAMP_GRANULARITY: i64 = 60;
+
 impl Account {
+    /// Whether `last_login_at` is recent enough that recording a login now would write
+    /// nothing; the login path then skips the store round trip altogether.
+    pub fn last_login_is_current(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.last_login_at
+            .is_some_and(|t| t > now - LOGIN_TIMESTAMP_GRANULARITY)
+    }
+
     /// Whether this account may log in over `protocol`.
     pub fn allows(&self, protocol: Protocol) -> bool {
         self.protocols.contains(&protocol)

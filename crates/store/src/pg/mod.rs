@@ -42,7 +42,7 @@ use tokio_postgres::Row;
 use crate::account::{
     protocols_to_text, validate_mailbox, validate_password, validate_password_name, Account,
     AccountStatus, GrantFailure, GrantHealth, GrantKind, NewAccount, NewGrant, PasswordInfo,
-    MAX_PASSWORDS,
+    LOGIN_TIMESTAMP_GRANULARITY, MAX_PASSWORDS,
 };
 use crate::credential::{CredentialStore, RefreshLock, SharedToken};
 use crate::error::StoreError;
@@ -51,9 +51,6 @@ use crate::login_cache::{self, LoginCache};
 use crate::password::Argon2Pool;
 use crate::schema::DEFAULT_PASSWORD;
 use crate::seal::{self, Purpose};
-
-/// `last_login_at` is only rewritten when older than this (seconds), as in SQLite.
-const LOGIN_TIMESTAMP_GRANULARITY: i64 = 60;
 
 /// How long a login verified by this replica is still accepted while the database is down.
 pub const OUTAGE_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);

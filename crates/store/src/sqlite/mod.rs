@@ -24,7 +24,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::account::{
     validate_mailbox, validate_password, validate_password_name, Account, AccountStatus,
-    GrantFailure, GrantKind, NewAccount, NewGrant, PasswordInfo, MAX_PASSWORDS,
+    GrantFailure, GrantKind, NewAccount, NewGrant, PasswordInfo, LOGIN_TIMESTAMP_GRANULARITY,
+    MAX_PASSWORDS,
 };
 use crate::credential::CredentialStore;
 use crate::error::StoreError;
@@ -40,9 +41,6 @@ pub const DATABASE_FILE: &str = "oxbridge.db";
 
 /// How long a writer waits for another (e.g. the CLI) before the store reports itself busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `last_login_at` is only rewritten when older than this (seconds).
-const LOGIN_TIMESTAMP_GRANULARITY: i64 = 60;
 
 /// The `meta` row proving the master key belongs to this database.
 const KEY_CHECK: &str = "key_check";

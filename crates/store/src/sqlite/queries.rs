@@ -178,11 +178,11 @@ pub(crate) fn account_by_name(
     conn: &Connection,
     name: &str,
 ) -> Result<Option<Account>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.name = ?1"),
-        [name],
-        account_row,
-    )
+    // On every login: the statement is compiled once per connection, not per call.
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.name = ?1"
+    ))?
+    .query_row([name], account_row)
     .optional()?
     .map(Account::try_from)
     .transpose()
