@@ -405,6 +405,35 @@ mod tests {
     }
 
     #[test]
+    fn a_login_time_within_the_granularity_is_current() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut account = Account {
+            id: 1,
+            name: "a".into(),
+            mailbox: "a@b".into(),
+            app: "x".into(),
+            grant: GrantKind::RefreshToken,
+            protocols: vec![Protocol::Imap],
+            status: AccountStatus::Active,
+            status_reason: None,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+            refresh_token_updated_at: None,
+            identities: BTreeMap::new(),
+            health: GrantHealth::default(),
+        };
+        assert!(!account.last_login_is_current(), "never logged in");
+        account.last_login_at = Some(now - 5);
+        assert!(account.last_login_is_current());
+        account.last_login_at = Some(now - LOGIN_TIMESTAMP_GRANULARITY - 5);
+        assert!(!account.last_login_is_current(), "older than a minute");
+    }
+
+    #[test]
     fn mailbox_for_uses_the_protocol_override() {
         let mut identities = BTreeMap::new();
         identities.insert(Protocol::Smtp, "delegate@b".to_string());
