@@ -380,3 +380,47 @@ async fn mailbox_over_its_connection_limit_is_a_temporary_failure() {
         .unwrap();
     assert!(holder.wait().await.unwrap().success());
 }
+
+/// An implicit-TLS client has the greeting as soon as its own side of the handshake is done
+/// (TLS 1.3 half-RTT data): it does not wait another round trip after its Finished, and the
+/// server does not send the greeting as a separate small write.
+#[tokio::test(flavor = "multi_thread")]
+async fn greeting_arrives_with_the_tls_handshake() {
+    use std::io::Read;
+
+    let h = world().await;
+    let addr = h.imaps();
+    let ca = std::fs::read(&h.ca_file).unwrap();
+    let greeting = tokio::task::spawn_blocking(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in oxbridge_wire::tls::certs_from_pem(&ca) {
+            roots.add(cert).unwrap();
+        }
+        let config = oxbridge_wire::tls::client_config_with_roots(roots).unwrap();
+        let mut tls =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        tls.write_tls(&mut tcp).unwrap(); // ClientHello; our Finished is never sent
+        let mut plain = Vec::new();
+        while !plain.ends_with(b"\r\n") {
+            match tls.read_tls(&mut tcp) {
+                Ok(0) => panic!("connection closed before the greeting"),
+                Ok(_) => {}
+                Err(e) => panic!("no greeting before the client's Finished: {e}"),
+            }
+            tls.process_new_packets().unwrap();
+            // WouldBlock once what has arrived is read.
+            let _ = tls.reader().read_to_end(&mut plain);
+        }
+        plain
+    })
+    .await
+    .unwrap();
+    assert!(
+        greeting.starts_with(b"* OK"),
+        "{}",
+        String::from_utf8_lossy(&greeting)
+    );
+}

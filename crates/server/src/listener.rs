@@ -18,7 +18,7 @@ use crate::config::{ListenerConfig, ListenerTls};
 use crate::proxy_protocol::{self, ProxyHeader, ProxyPolicy};
 use crate::runtime::Shared;
 use crate::session::{drive, SessionContext};
-use crate::stream::ClientStream;
+use crate::stream::Accepted;
 
 /// Connections waiting to be accepted; a burst of simultaneous connects must not be lost.
 const BACKLOG: u32 = 4096;
@@ -155,21 +155,9 @@ async fn session(
     };
     span.record("peer", tracing::field::display(peer));
     let stream = if spec.tls == ListenerTls::Implicit {
-        match tokio::time::timeout(settings.pre_auth_timeout, Box::pin(acceptor.accept(tcp))).await
-        {
-            Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
-            Ok(Err(e)) => {
-                shared.tls_failed(spec.protocol);
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return Ok(());
-            }
-            Err(_) => {
-                shared.tls_failed(spec.protocol);
-                return Ok(());
-            }
-        }
+        Accepted::ImplicitTls(tcp)
     } else {
-        ClientStream::Plain(tcp)
+        Accepted::Plain(tcp)
     };
     let ctx = SessionContext {
         protocol: spec.protocol,

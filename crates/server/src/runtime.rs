@@ -102,13 +102,6 @@ impl Shared {
     pub fn endpoint(&self, protocol: Protocol) -> Arc<UpstreamEndpoint> {
         self.endpoints[&protocol].clone()
     }
-
-    pub fn tls_failed(&self, protocol: Protocol) {
-        self.metrics
-            .tls_handshake_failures_total
-            .with_label_values(&[protocol.as_str()])
-            .inc();
-    }
 }
 
 /// A configured server, ready to bind and run.
@@ -487,8 +480,11 @@ impl Server {
             "shutting down: /readyz reports unready; still accepting during the delay"
         );
         tokio::time::sleep(delay).await;
-        let _ = self.shutdown.send(true);
+        // Close the door first, then tell those inside: a session accepted after the signal
+        // would otherwise never hear it, and a client told "shutting down" could still
+        // find the listener open.
         listeners.stop_all().await;
+        let _ = self.shutdown.send(true);
         let sessions = self.shared.sessions.current();
         tracing::info!(
             sessions,

@@ -2,6 +2,7 @@
 //! connection (greeting, reads, STARTTLS, the pre-auth deadline), performs the login (or the
 //! SMTP relay) it asks for, then splices the client with the authenticated upstream.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use oxbridge_wire::splice::{splice_until, SpliceSettings};
 use oxbridge_wire::{BackEnd, FrontEnd, Next, Protocol, UpstreamEndpoint};
 
 use crate::authenticate::Authenticator;
-use crate::stream::ClientStream;
+use crate::stream::{Accepted, ClientStream};
 
 /// What a session needs from the server around it.
 #[derive(Clone)]
@@ -32,6 +33,16 @@ pub struct SessionContext {
     /// Set when the shutdown grace period is over: a spliced session ends too (see
     /// [`FrontEnd::spliced_goodbye`]).
     pub drain: watch::Receiver<bool>,
+}
+
+impl SessionContext {
+    fn tls_failed(&self) {
+        self.authenticator
+            .metrics
+            .tls_handshake_failures_total
+            .with_label_values(&[self.protocol.as_str()])
+            .inc();
+    }
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -55,16 +66,46 @@ enum End {
 
 /// Runs one client session to its end.
 pub async fn drive<F: FrontEnd, B: BackEnd>(
-    mut stream: ClientStream,
+    accepted: Accepted,
     mut front: F,
     back: &B,
     mut ctx: SessionContext,
 ) -> std::io::Result<()> {
+    let deadline = Instant::now() + ctx.pre_auth_timeout;
     let mut input = BytesMut::with_capacity(1024);
     let mut out = Vec::with_capacity(512);
     front.greeting(&mut out);
-    send(&mut stream, &mut out).await?;
-    let deadline = Instant::now() + ctx.pre_auth_timeout;
+    let mut stream = match accepted {
+        Accepted::Plain(tcp) => {
+            let mut stream = ClientStream::Plain(tcp);
+            send(&mut stream, &mut out).await?;
+            stream
+        }
+        Accepted::ImplicitTls(tcp) => {
+            // The greeting rides in the server's first TLS 1.3 flight (half-RTT data), so
+            // the client has it as soon as its handshake is done: one round trip and one
+            // write fewer per session. It is public, so sending it before the client's
+            // Finished is harmless; under TLS 1.2 it simply follows the handshake.
+            let greeting = std::mem::take(&mut out);
+            let accept = ctx.acceptor.accept_with(tcp, |conn| {
+                // Buffered in memory until the keys exist; cannot fail.
+                let _ = conn.writer().write_all(&greeting);
+            });
+            match tokio::time::timeout_at(deadline, Box::pin(accept)).await {
+                Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    ctx.tls_failed();
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return Ok(());
+                }
+                Err(_) => {
+                    ctx.tls_failed();
+                    tracing::debug!("TLS handshake timed out");
+                    return Ok(());
+                }
+            }
+        }
+    };
 
     let end = loop {
         let next = front.receive(&mut input, &mut out);
@@ -110,11 +151,7 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                         front.tls_started();
                     }
                     _ => {
-                        ctx.authenticator
-                            .metrics
-                            .tls_handshake_failures_total
-                            .with_label_values(&[ctx.protocol.as_str()])
-                            .inc();
+                        ctx.tls_failed();
                         tracing::debug!("STARTTLS handshake failed");
                         return Ok(());
                     }

@@ -8,6 +8,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+/// A client connection as the listener hands it to the session: implicit-TLS listeners
+/// leave the handshake to the session, which sends its greeting within it.
+#[derive(Debug)]
+pub enum Accepted {
+    Plain(TcpStream),
+    ImplicitTls(TcpStream),
+}
+
 /// A client connection: plain TCP, or TLS over it.
 #[derive(Debug)]
 pub enum ClientStream {
