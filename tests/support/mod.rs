@@ -317,10 +317,12 @@ shutdown_grace_secs = 2
         }
     }
 
-    /// Gives every listener a new free port, in the fields and in the config file.
+    /// Gives every listener a new free port, in the fields and in the config file. New ports
+    /// differ from every old one and from each other, so replacing one in the file can never
+    /// rewrite another listener's line.
     fn move_ports(&mut self) {
         let mut config = std::fs::read_to_string(&self.config).unwrap();
-        for port in [
+        let ports = [
             &mut self.imaps_port,
             &mut self.starttls_port,
             &mut self.admin_port,
@@ -328,8 +330,12 @@ shutdown_grace_secs = 2
             &mut self.pop3_port,
             &mut self.submission_port,
             &mut self.smtps_port,
-        ] {
-            let new = free_port();
+        ];
+        let mut taken: std::collections::HashSet<u16> = ports.iter().map(|p| **p).collect();
+        for port in ports {
+            let new = std::iter::repeat_with(free_port)
+                .find(|candidate| taken.insert(*candidate))
+                .unwrap();
             config = config.replace(
                 &format!("127.0.0.1:{port}\""),
                 &format!("127.0.0.1:{new}\""),
