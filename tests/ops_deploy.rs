@@ -469,6 +469,29 @@ fn helm_chart_renders_valid_manifests_with_defaults() {
     let (config, problems) = rendered_config(&docs, dir.path());
     assert!(only_missing_mounts(&problems), "{problems:#?}\n{config}");
     assert!(!config.contains("proxy_protocol"));
+    // The kubelet makes the volume's root group-writable for fsGroup, and oxbridge refuses
+    // a data_dir others can write: the store lives in a subdirectory it creates 0700.
+    let data_dir = config
+        .lines()
+        .find_map(|l| l.strip_prefix("data_dir = "))
+        .unwrap()
+        .trim_matches('"');
+    let volume = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "data")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    assert!(
+        Path::new(data_dir).starts_with(volume) && data_dir != volume,
+        "data_dir {data_dir} must be inside the volume {volume}, not its root"
+    );
+    assert_eq!(
+        pod["securityContext"]["fsGroupChangePolicy"],
+        "OnRootMismatch"
+    );
 }
 
 #[test]

@@ -26,7 +26,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* oxbridge.toml: the parts the chart owns, then the operator's `config`. */}}
 {{- define "oxbridge.config" -}}
 # Rendered by the oxbridge Helm chart; edit values.yaml, not this.
-data_dir = "/var/lib/oxbridge"
+# A subdirectory of the volume, which oxbridge creates 0700 itself: the kubelet makes the
+# volume's root group-writable for fsGroup, and oxbridge refuses a data_dir others can write.
+data_dir = "/var/lib/oxbridge/data"
 {{- if .Values.proxyProtocol.enabled }}
 trusted_proxies = {{ .Values.proxyProtocol.trustedProxies | toJson }}
 {{- end }}
