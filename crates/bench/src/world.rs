@@ -240,23 +240,20 @@ max_connections = 20000
             .context("oxbridge exited")
     }
 
-    /// CPU time (user + system) the oxbridge process has used so far, in seconds.
+    /// CPU time the oxbridge process's threads have used so far, in seconds: the sum of
+    /// each thread's `schedstat`, which counts in nanoseconds (`/proc/PID/stat` counts in
+    /// 10 ms ticks, too coarse for one transfer). Threads that have exited are not counted;
+    /// oxbridge's worker and blocking threads live long.
     pub fn proxy_cpu_seconds(&self) -> anyhow::Result<f64> {
-        // `/proc/PID/stat` counts in USER_HZ, which Linux fixes at 100 for this interface.
-        const TICKS_PER_SECOND: f64 = 100.0;
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proxy_pid()?))?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("malformed stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-        let ticks = |i: usize| -> anyhow::Result<f64> {
-            Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
-        };
-        Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+        let mut nanos: u64 = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.proxy_pid()?))? {
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+                continue; // the thread exited meanwhile
+            };
+            let on_cpu = stat.split_whitespace().next().context("empty schedstat")?;
+            nanos += on_cpu.parse::<u64>()?;
+        }
+        Ok(nanos as f64 / 1e9)
     }
 
     /// The oxbridge process's resident memory, in KiB.
