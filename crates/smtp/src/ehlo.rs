@@ -52,15 +52,20 @@ impl Extensions {
 
     /// The parameters of `keyword` (`Some("")` if it has none), or `None` if absent.
     pub fn get(&self, keyword: &str) -> Option<&str> {
-        self.lines.iter().find_map(|line| {
-            let (word, params) = split_keyword(line);
-            word.eq_ignore_ascii_case(keyword).then_some(params)
+        self.lines.iter().find_map(|line| match parse_line(line) {
+            Line::Extension {
+                keyword: word,
+                params,
+            } => word.eq_ignore_ascii_case(keyword).then_some(params),
+            Line::OldStyleAuth | Line::Malformed => None,
         })
     }
 
     /// What oxbridge's EHLO reply lists after its greeting line: the upstream's extensions
     /// in the upstream's order, with the hop extensions replaced by oxbridge's (`STARTTLS`
     /// when `starttls`, `AUTH PLAIN LOGIN` when `auth`) where the upstream had its `AUTH`.
+    /// Lines that are not well-formed extensions are left out: what cannot be parsed cannot
+    /// be vetted, and must not reach the client as if oxbridge offered it.
     pub fn advertised(&self, starttls: bool, auth: bool) -> Vec<String> {
         let ours: Vec<String> = [(starttls, "STARTTLS"), (auth, CLIENT_AUTH)]
             .into_iter()
@@ -70,14 +75,21 @@ impl Extensions {
         let mut out = Vec::with_capacity(self.lines.len() + ours.len());
         let mut placed = false;
         for line in &self.lines {
-            let (word, _) = split_keyword(line);
-            let hop = is_old_style_auth(word)
-                || HOP_EXTENSIONS.iter().any(|h| word.eq_ignore_ascii_case(h));
-            if !hop {
-                out.push(line.clone());
-            } else if word.eq_ignore_ascii_case("AUTH") && !placed {
-                out.extend(ours.iter().cloned());
-                placed = true;
+            match parse_line(line) {
+                Line::Extension { keyword, .. }
+                    if !HOP_EXTENSIONS
+                        .iter()
+                        .any(|h| keyword.eq_ignore_ascii_case(h)) =>
+                {
+                    out.push(line.clone());
+                }
+                Line::Extension { keyword, .. }
+                    if keyword.eq_ignore_ascii_case("AUTH") && !placed =>
+                {
+                    out.extend(ours.iter().cloned());
+                    placed = true;
+                }
+                Line::Extension { .. } | Line::OldStyleAuth | Line::Malformed => {}
             }
         }
         if !placed {
@@ -87,20 +99,33 @@ impl Extensions {
     }
 }
 
-/// `AUTH=LOGIN`: the pre-RFC 2554 spelling some servers still add.
-fn is_old_style_auth(word: &str) -> bool {
-    // `get`, not `[..5]`: the upstream's text may hold any character, and slicing inside one
-    // panics (found by fuzz/smtp_front).
-    word.len() > 5
-        && word
-            .get(..5)
-            .is_some_and(|p| p.eq_ignore_ascii_case("AUTH="))
+/// One line of an EHLO reply, after the status code.
+enum Line<'a> {
+    /// `ehlo-keyword *(SP ehlo-param)` (RFC 5321 §4.1.1.1); tabs are taken for spaces.
+    Extension { keyword: &'a str, params: &'a str },
+    /// `AUTH=LOGIN`: the pre-RFC 2554 spelling some servers still add.
+    OldStyleAuth,
+    /// Anything else: an empty keyword, or one followed by neither a space nor the end.
+    Malformed,
 }
 
-fn split_keyword(line: &str) -> (&str, &str) {
-    match line.split_once(' ') {
-        Some((word, params)) => (word, params.trim()),
-        None => (line, ""),
+fn parse_line(line: &str) -> Line<'_> {
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or(line.len());
+    let (keyword, rest) = line.split_at(end);
+    if keyword.is_empty() {
+        return Line::Malformed;
+    }
+    if rest.is_empty() || rest.starts_with([' ', '\t']) {
+        Line::Extension {
+            keyword,
+            params: rest.trim_matches([' ', '\t']),
+        }
+    } else if rest.starts_with('=') && keyword.eq_ignore_ascii_case("AUTH") {
+        Line::OldStyleAuth
+    } else {
+        Line::Malformed
     }
 }
 
@@ -251,13 +276,31 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_extension_lines_are_passed_on_without_panicking() {
+    fn malformed_and_non_ascii_extension_lines_are_left_out_without_panicking() {
         // fuzz/smtp_front: a keyword with a multi-byte character across byte 5 panicked.
-        let ext = Extensions::from_lines(["AUTH\u{fffd}X".to_string(), "AUT\u{e9}=1".to_string()]);
+        let ext = Extensions::from_lines([
+            "AUTH\u{fffd}X".to_string(),
+            "AUT\u{e9}=1".to_string(),
+            "=SIZE".to_string(),
+            "8BITMIME".to_string(),
+        ]);
         assert_eq!(
             ext.advertised(false, true),
-            ["AUTH\u{fffd}X", "AUT\u{e9}=1", "AUTH PLAIN LOGIN"]
+            ["8BITMIME", "AUTH PLAIN LOGIN"]
         );
+    }
+
+    #[test]
+    fn a_tab_separated_upstream_auth_line_is_still_replaced() {
+        let ext = Extensions::from_lines([
+            "SIZE\t157286400".to_string(),
+            "AUTH\tLOGIN XOAUTH2".to_string(),
+        ]);
+        assert_eq!(
+            ext.advertised(false, true),
+            ["SIZE\t157286400", "AUTH PLAIN LOGIN"]
+        );
+        assert_eq!(ext.get("size"), Some("157286400"));
     }
 
     #[tokio::test(start_paused = true)]
