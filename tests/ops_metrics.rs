@@ -98,6 +98,50 @@ async fn logged_in_world() -> Harness {
     h
 }
 
+/// Bytes count as they move: a session that is still open (an IDLE can last days) already
+/// shows in the totals, not only once it ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn spliced_bytes_are_counted_while_the_session_is_open() {
+    let mut h = Harness::start().await;
+    h.add_delegated_account("alex", PASSWORD, MAILBOX).await;
+    h.serve().await;
+    let imaps = h.imaps_port.to_string();
+    let open = ops_support::Waiting::start(
+        &h,
+        &[
+            "imap-wait",
+            "--tls",
+            "--port",
+            &imaps,
+            "--user",
+            "alex",
+            "--password",
+            PASSWORD,
+        ],
+    )
+    .await;
+    let metrics = h.admin_get("/metrics").await;
+    let counted = |direction: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("oxbridge_spliced_bytes_total{")
+                    && l.contains("protocol=\"imap\"")
+                    && l.contains(&format!("direction=\"{direction}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // The client's SELECT went up and its answer (several lines) came down, after login.
+    assert!(
+        counted("client_to_upstream") >= "a2 SELECT INBOX\r\n".len() as u64,
+        "{metrics}"
+    );
+    assert!(counted("upstream_to_client") > 50, "{metrics}");
+    drop(open);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_exposed_metric_is_documented_with_its_type() {
     let h = logged_in_world().await;

@@ -68,7 +68,7 @@ impl Metrics {
         let bytes_total = IntCounterVec::new(
             Opts::new(
                 "oxbridge_spliced_bytes_total",
-                "Bytes moved by finished splices, by direction.",
+                "Bytes moved by spliced sessions, by direction, counted as they move.",
             ),
             &["protocol", "direction"],
         )

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use oxbridge_wire::splice::{splice_until, SpliceSettings};
+use oxbridge_wire::splice::{splice_until, Meters, SpliceSettings};
 use oxbridge_wire::{BackEnd, FrontEnd, Next, Protocol, UpstreamEndpoint};
 
 use crate::authenticate::Authenticator;
@@ -191,12 +191,20 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                 }
                 let leftover = std::mem::take(&mut upstream.leftover);
                 let mut drain = ctx.drain.clone();
+                let bytes = &ctx.authenticator.metrics.bytes_total;
+                let protocol = ctx.protocol.as_str();
+                let up = bytes.with_label_values(&[protocol, "client_to_upstream"]);
+                let down = bytes.with_label_values(&[protocol, "upstream_to_client"]);
                 let stats = splice_until(
                     &mut stream,
                     &mut upstream.stream,
                     client_pending,
                     leftover,
                     ctx.splice,
+                    Meters {
+                        client_to_upstream: &|n| up.inc_by(n),
+                        upstream_to_client: &|n| down.inc_by(n),
+                    },
                     async move {
                         // A dropped sender means the server is gone: stop as well.
                         let _ = drain.wait_for(|draining| *draining).await;
@@ -208,7 +216,7 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
                         say_goodbye(&mut stream, goodbye, stats.at_line_boundary).await;
                     }
                 }
-                record_splice(&ctx, stats);
+                log_splice_end(stats);
                 break End::Spliced;
             }
             Err(refusal) => {
@@ -225,19 +233,9 @@ pub async fn drive<F: FrontEnd, B: BackEnd>(
     Ok(())
 }
 
-fn record_splice(ctx: &SessionContext, stats: std::io::Result<oxbridge_wire::splice::SpliceStats>) {
-    let metrics = &ctx.authenticator.metrics;
-    let protocol = ctx.protocol.as_str();
+fn log_splice_end(stats: std::io::Result<oxbridge_wire::splice::SpliceStats>) {
     match stats {
         Ok(stats) => {
-            metrics
-                .bytes_total
-                .with_label_values(&[protocol, "client_to_upstream"])
-                .inc_by(stats.client_to_upstream);
-            metrics
-                .bytes_total
-                .with_label_values(&[protocol, "upstream_to_client"])
-                .inc_by(stats.upstream_to_client);
             tracing::debug!(
                 up = stats.client_to_upstream,
                 down = stats.upstream_to_client,

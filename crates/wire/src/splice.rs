@@ -72,6 +72,29 @@ pub struct SpliceStats {
     pub at_line_boundary: bool,
 }
 
+/// Called with the bytes each write moved, per direction, as they move: live metrics
+/// without waiting for a session (an IDLE that lasts days, a mailbox sync) to end, and
+/// without losing the count when it ends in an error. Meant to be a relaxed atomic add.
+#[derive(Clone, Copy)]
+pub struct Meters<'a> {
+    pub client_to_upstream: &'a (dyn Fn(u64) + Send + Sync),
+    pub upstream_to_client: &'a (dyn Fn(u64) + Send + Sync),
+}
+
+impl Meters<'static> {
+    /// Counting nothing.
+    pub const NONE: Meters<'static> = Meters {
+        client_to_upstream: &|_| {},
+        upstream_to_client: &|_| {},
+    };
+}
+
+impl std::fmt::Debug for Meters<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meters").finish_non_exhaustive()
+    }
+}
+
 /// Copies `client` ⇄ `upstream` after first delivering bytes either side had already sent
 /// (consumed, so their buffers are freed before the long-lived part starts).
 pub async fn splice<C, U>(
@@ -80,6 +103,7 @@ pub async fn splice<C, U>(
     client_pending: impl AsRef<[u8]>,
     upstream_pending: impl AsRef<[u8]>,
     settings: SpliceSettings,
+    meters: Meters<'_>,
 ) -> io::Result<SpliceStats>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -91,6 +115,7 @@ where
         client_pending,
         upstream_pending,
         settings,
+        meters,
         std::future::pending(),
     )
     .await
@@ -107,6 +132,7 @@ pub async fn splice_until<C, U>(
     client_pending: impl AsRef<[u8]>,
     upstream_pending: impl AsRef<[u8]>,
     settings: SpliceSettings,
+    meters: Meters<'_>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<SpliceStats>
 where
@@ -119,6 +145,7 @@ where
         upstream.write_all(pending).await?;
         upstream.flush().await?;
         stats.client_to_upstream += pending.len() as u64;
+        (meters.client_to_upstream)(pending.len() as u64);
     }
     drop(client_pending);
     let mut up = Pump::default();
@@ -128,6 +155,7 @@ where
         client.write_all(pending).await?;
         client.flush().await?;
         stats.upstream_to_client += pending.len() as u64;
+        (meters.upstream_to_client)(pending.len() as u64);
         down.last = last;
     }
     drop(upstream_pending);
@@ -151,7 +179,12 @@ where
         if let Some((quiet, limit)) = draining.as_mut() {
             // Only the upstream's direction moves now; the client's commands stay unread.
             if down
-                .poll(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))?
+                .poll(
+                    cx,
+                    Pin::new(&mut *upstream),
+                    Pin::new(&mut *client),
+                    meters.upstream_to_client,
+                )?
                 .is_ready()
             {
                 return Poll::Ready(Ok(End::Closed));
@@ -167,8 +200,18 @@ where
             }
             return Poll::Pending;
         }
-        let up_done = up.poll(cx, Pin::new(&mut *client), Pin::new(&mut *upstream))?;
-        let down_done = down.poll(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))?;
+        let up_done = up.poll(
+            cx,
+            Pin::new(&mut *client),
+            Pin::new(&mut *upstream),
+            meters.client_to_upstream,
+        )?;
+        let down_done = down.poll(
+            cx,
+            Pin::new(&mut *upstream),
+            Pin::new(&mut *client),
+            meters.upstream_to_client,
+        )?;
         if up_done.is_ready() && down_done.is_ready() {
             return Poll::Ready(Ok(End::Closed));
         }
@@ -251,6 +294,7 @@ impl Pump {
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
+        meter: &(dyn Fn(u64) + Send + Sync),
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + ?Sized,
@@ -267,6 +311,7 @@ impl Pump {
                 }
                 self.start += n;
                 self.total += n as u64;
+                meter(n as u64);
                 self.need_flush = true;
             }
             if !self.pending.is_empty() {
@@ -279,7 +324,7 @@ impl Pump {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            match self.read_and_forward(cx, reader.as_mut(), writer.as_mut()) {
+            match self.read_and_forward(cx, reader.as_mut(), writer.as_mut(), meter) {
                 Poll::Ready(result) => result?,
                 Poll::Pending => {
                     if self.need_flush {
@@ -304,6 +349,7 @@ impl Pump {
         cx: &mut Context<'_>,
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
+        meter: &(dyn Fn(u64) + Send + Sync),
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + ?Sized,
@@ -354,6 +400,7 @@ impl Pump {
                 }
             }
             self.total += written as u64;
+            meter(written as u64);
             if written < n {
                 self.pending = scratch[written..n].to_vec();
                 self.start = 0;
@@ -366,7 +413,7 @@ impl Pump {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{duplex, AsyncReadExt};
 
@@ -381,6 +428,7 @@ mod tests {
                 b"pipelined ",
                 b"banner ",
                 SpliceSettings { idle_timeout: None },
+                Meters::NONE,
             )
             .await
         });
@@ -413,6 +461,7 @@ mod tests {
             SpliceSettings {
                 idle_timeout: Some(Duration::from_secs(5)),
             },
+            Meters::NONE,
         )
         .await
         .unwrap();
@@ -431,6 +480,7 @@ mod tests {
                 b"",
                 b"",
                 SpliceSettings::default(),
+                Meters::NONE,
                 async move {
                     let _ = stop_rx.await;
                 },
@@ -478,6 +528,7 @@ mod tests {
             b"",
             b"",
             SpliceSettings::default(),
+            Meters::NONE,
             tokio::time::sleep(Duration::from_secs(1)),
         )
         .await
@@ -515,6 +566,7 @@ mod tests {
             b"",
             b"",
             SpliceSettings::default(),
+            Meters::NONE,
             tokio::time::sleep(Duration::from_secs(1)),
         )
         .await
@@ -589,6 +641,7 @@ mod tests {
             b"",
             b"",
             SpliceSettings { idle_timeout: None },
+            Meters::NONE,
         )
         .await
         .unwrap();
@@ -606,13 +659,26 @@ mod tests {
         let (mut upstream_near, upstream_far) = duplex(777);
         let up: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..700_001u32).map(|i| (i % 241) as u8).collect();
+        // Live counts, as the metrics see them while the session runs.
+        let metered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counts = metered.clone();
         let splice_task = tokio::spawn(async move {
+            let up = |n| {
+                counts[0].fetch_add(n, Ordering::Relaxed);
+            };
+            let down = |n| {
+                counts[1].fetch_add(n, Ordering::Relaxed);
+            };
             splice(
                 &mut client_near,
                 &mut upstream_near,
                 b"",
                 b"",
                 SpliceSettings::default(),
+                Meters {
+                    client_to_upstream: &up,
+                    upstream_to_client: &down,
+                },
             )
             .await
         });
@@ -641,5 +707,7 @@ mod tests {
         let stats = splice_task.await.unwrap().unwrap();
         assert_eq!(stats.client_to_upstream, up.len() as u64);
         assert_eq!(stats.upstream_to_client, down.len() as u64);
+        assert_eq!(metered[0].load(Ordering::Relaxed), up.len() as u64);
+        assert_eq!(metered[1].load(Ordering::Relaxed), down.len() as u64);
     }
 }
