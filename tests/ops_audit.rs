@@ -163,3 +163,38 @@ async fn one_json_audit_event_per_login_attempt_on_every_protocol_and_no_secrets
         "a base64 XOAUTH2 blob is in the log"
     );
 }
+
+/// A device still set up without STARTTLS is refused before its password is checked, and
+/// the audit log says which one it was and that its password crossed the network in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_refused_for_want_of_tls_is_audited() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let mut h = Harness::start().await;
+    h.add_delegated_account("alex", PASSWORD, MAILBOX).await;
+    h.append_config("[log]\nformat = \"json\"\n");
+    h.serve().await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", h.starttls_port))
+        .await
+        .unwrap();
+    let mut conn = BufReader::new(tcp);
+    let mut line = String::new();
+    conn.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("* OK"), "{line}");
+    conn.get_mut()
+        .write_all(format!("a1 LOGIN alex \"{PASSWORD}\"\r\n").as_bytes())
+        .await
+        .unwrap();
+    line.clear();
+    conn.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("a1 NO [PRIVACYREQUIRED]"), "{line}");
+
+    let events = audit_events(&h);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let fields = &events[0]["fields"];
+    assert_eq!(fields["result"], "tls_required", "{events:#?}");
+    assert_eq!(fields["user"], "alex");
+    assert_eq!(fields["protocol"], "imap");
+    assert_eq!(fields["password_sent"], true);
+    assert!(!h.logs().contains(PASSWORD), "the password is never logged");
+}

@@ -4,11 +4,15 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use oxbridge_wire::line::{next_line, trim_eol};
+use oxbridge_wire::login::audit_refused_without_tls;
 use oxbridge_wire::password_sasl::{PasswordExchange, PasswordMechanism, Step};
 use oxbridge_wire::sasl::SaslError;
 use oxbridge_wire::{FrontEnd, Login, LoginRejection, Next, Protocol, Secret, UpstreamSession};
 
 use crate::parse::{assemble, parse_command, Assembled, Command};
+
+/// The answer to a login on a connection without TLS, unless plaintext is allowed.
+const PRIVACY_REQUIRED: &str = "NO [PRIVACYREQUIRED] Login requires TLS; use STARTTLS first.";
 
 /// Limits and policy of one IMAP listener.
 #[derive(Debug, Clone)]
@@ -153,11 +157,18 @@ impl ImapFrontEnd {
                 return Some(Next::StartTls);
             }
             Command::StartTls => reply(out, "BAD Command received in Invalid state."),
-            Command::Login { .. } | Command::Authenticate { .. } if !self.login_allowed() => {
-                reply(
-                    out,
-                    "NO [PRIVACYREQUIRED] Login requires TLS; use STARTTLS first.",
-                );
+            Command::Login { user, .. } if !self.login_allowed() => {
+                audit_refused_without_tls(Protocol::Imap, self.peer, Some(&user), true);
+                reply(out, PRIVACY_REQUIRED);
+            }
+            Command::Authenticate {
+                mechanism,
+                initial_response,
+            } if !self.login_allowed() => {
+                // SASL PLAIN's initial response carries the password.
+                let password_sent = mechanism == "PLAIN" && initial_response.is_some();
+                audit_refused_without_tls(Protocol::Imap, self.peer, None, password_sent);
+                reply(out, PRIVACY_REQUIRED);
             }
             Command::Login { user, password } => {
                 let password = Secret::new(password);

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use oxbridge_wire::line::{next_line, trim_eol};
+use oxbridge_wire::login::audit_refused_without_tls;
 use oxbridge_wire::password_sasl::{PasswordExchange, PasswordMechanism, Step};
 use oxbridge_wire::sasl::SaslError;
 use oxbridge_wire::{FrontEnd, Login, LoginRejection, Next, Protocol, Secret, UpstreamSession};
@@ -133,6 +134,20 @@ impl Pop3FrontEnd {
         })
     }
 
+    /// Audits a login step refused for want of TLS; listing the mechanisms is not one.
+    fn audit_refused_without_tls(&self, command: &Command) {
+        let (user, password_sent) = match command {
+            Command::User(name) => (Some(name.as_slice()), false),
+            Command::Pass(_) => (self.pending_user.as_deref(), true),
+            Command::Auth {
+                mechanism: Some(mechanism),
+                initial_response,
+            } => (None, mechanism == "PLAIN" && initial_response.is_some()),
+            _ => return,
+        };
+        audit_refused_without_tls(Protocol::Pop3, self.peer, user, password_sent);
+    }
+
     fn close(&mut self, out: &mut Vec<u8>, reply: &str) -> Next {
         out.extend_from_slice(reply.as_bytes());
         self.state = State::Done;
@@ -158,7 +173,10 @@ impl Pop3FrontEnd {
                 return Some(Next::StartTls);
             }
             Command::Stls => "-ERR STLS is not available on this port.\r\n",
-            Command::User(_) | Command::Pass(_) | Command::Auth { .. } if !self.login_allowed() => {
+            command @ (Command::User(_) | Command::Pass(_) | Command::Auth { .. })
+                if !self.login_allowed() =>
+            {
+                self.audit_refused_without_tls(&command);
                 PLAINTEXT_REFUSED
             }
             Command::User(name) => {

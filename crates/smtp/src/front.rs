@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use oxbridge_wire::line::{next_line, trim_eol};
+use oxbridge_wire::login::audit_refused_without_tls;
 use oxbridge_wire::password_sasl::{PasswordExchange, PasswordMechanism, Step};
 use oxbridge_wire::sasl::SaslError;
 use oxbridge_wire::{
@@ -163,7 +164,13 @@ impl SmtpFrontEnd {
             Command::Auth { .. } | Command::Mail { .. } if !self.greeted => {
                 Self::reply(out, "503 5.5.1 Send EHLO or HELO first")
             }
-            Command::Auth { .. } if !self.login_allowed() => {
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } if !self.login_allowed() => {
+                // SASL PLAIN's initial response carries the password.
+                let password_sent = mechanism == "PLAIN" && initial_response.is_some();
+                audit_refused_without_tls(Protocol::Smtp, self.peer, None, password_sent);
                 Self::reply(out, "530 5.7.0 Must issue a STARTTLS command first")
             }
             Command::Auth {

@@ -15,6 +15,31 @@ pub struct Login {
     pub peer: SocketAddr,
 }
 
+/// Records a login the front-end refused itself because the connection is not encrypted
+/// (and the operator has not allowed plaintext), in the same audit event as every other
+/// attempt, so the device whose STARTTLS/SSL setting needs changing can be found.
+/// `password_sent`: the password itself already crossed the network in the clear, so it
+/// should be changed.
+pub fn audit_refused_without_tls(
+    protocol: Protocol,
+    peer: SocketAddr,
+    user: Option<&[u8]>,
+    password_sent: bool,
+) {
+    let user = user.map(String::from_utf8_lossy).unwrap_or_default();
+    tracing::info!(
+        target: "oxbridge::audit",
+        user = %user.escape_debug(),
+        mailbox = "",
+        protocol = protocol.as_str(),
+        peer = %peer,
+        method = "password",
+        result = "tls_required",
+        password_sent,
+        "login"
+    );
+}
+
 /// Why a login did not reach the splice. Front-ends turn this into their protocol's reply;
 /// the session driver turns it into metrics and audit events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
