@@ -390,6 +390,7 @@ pub(crate) fn token_error(
                 body.has_claims(),
             );
             let description = body.short_description();
+            let claims = body.claims_text();
             TokenError::Provider {
                 class,
                 error: if body.error.is_empty() {
@@ -400,6 +401,7 @@ pub(crate) fn token_error(
                 codes: body.error_codes,
                 description,
                 retry_after,
+                claims,
             }
         }
         RequestTokenError::Request(e) => TokenError::Network(error_chain(&e)),
@@ -421,6 +423,7 @@ fn non_token_answer(meta: Option<ResponseMeta>, description: String) -> TokenErr
             codes: Vec::new(),
             description,
             retry_after: meta.retry_after,
+            claims: None,
         },
         _ => TokenError::Network(description),
     }

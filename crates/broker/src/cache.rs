@@ -284,6 +284,7 @@ mod tests {
             codes: vec![70008],
             description: String::new(),
             retry_after: None,
+            claims: None,
         };
         slot.record_failure(dead.clone(), now, Some(100), |_| Duration::from_secs(30));
         slot.forget_outdated_failure(Some(100), false);
