@@ -140,7 +140,9 @@ impl Account {
     }
 
     /// The claims challenge of the last failure, while no success or new grant came after
-    /// it: what the next interactive sign-in must pass on.
+    /// it: what the next interactive sign-in must pass on. Times have one-second resolution;
+    /// within the same second the challenge counts as still pending (passing on a satisfied
+    /// challenge is harmless, dropping a live one is not).
     pub fn pending_claims(&self) -> Option<&str> {
         let failure = self.health.last_failure.as_ref()?;
         let since = self
@@ -149,7 +151,7 @@ impl Account {
             .into_iter()
             .chain(self.refresh_token_updated_at)
             .max();
-        if since.is_some_and(|t| t >= failure.at) {
+        if since.is_some_and(|t| t > failure.at) {
             return None;
         }
         failure.claims.as_deref()
