@@ -1205,3 +1205,58 @@ async fn webhook_gets_one_post_per_transition_and_no_secret() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_consent_url_is_followed_to_consent_or_a_refusal() {
+    let h = Harness::start().await;
+    let h = &h;
+    let consent_url = || async move {
+        let out = tokio::process::Command::new(support::oxbridge_bin())
+            .args(["app", "consent-url", "contoso", "--config"])
+            .arg(&h.config)
+            .args(["--redirect-uri", "https://admin.example.com/done"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let url = consent_url().await;
+    assert!(url.contains("/v2.0/adminconsent?"), "{url}");
+    assert!(url.contains(&format!("client_id={CLIENT_ID}")), "{url}");
+    let state = url.split("state=").nth(1).unwrap().to_string();
+    let follow = move |url: String| async move {
+        let out = h
+            .curl(&["-s", "-o", "/dev/null", "-w", "%{redirect_url}", &url])
+            .await;
+        stdout(&out)
+    };
+    // The administrator declines first, then accepts.
+    h.fake.entra().set_admin_declines(true);
+    let refused = follow(url.clone()).await;
+    assert!(
+        refused.starts_with("https://admin.example.com/done?error=access_denied"),
+        "{refused}"
+    );
+    assert!(!h.fake.entra().admin_consented(CLIENT_ID));
+    h.fake.entra().set_admin_declines(false);
+    let url = consent_url().await;
+    let state_2 = url.split("state=").nth(1).unwrap().to_string();
+    assert_ne!(state, state_2, "a fresh state each time");
+    let accepted = follow(url).await;
+    assert_eq!(
+        accepted,
+        format!(
+            "https://admin.example.com/done?admin_consent=True&tenant={}&state={state_2}",
+            support::TENANT
+        )
+    );
+    assert!(h.fake.entra().admin_consented(CLIENT_ID));
+    let unknown = tokio::process::Command::new(support::oxbridge_bin())
+        .args(["app", "consent-url", "nope", "--config"])
+        .arg(&h.config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+}

@@ -416,6 +416,11 @@ fn codes_in(description: Option<&str>) -> Vec<u32> {
         .collect()
 }
 
+/// A random `state` for a redirect (admin consent), as the sign-in flows use.
+pub fn random_state() -> String {
+    CsrfToken::new_random().secret().clone()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

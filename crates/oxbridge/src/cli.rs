@@ -40,6 +40,8 @@ pub enum Command {
     Account(Box<AccountArgs>),
     /// Whole-store operations: migrate between SQLite and PostgreSQL.
     Store(crate::store::StoreArgs),
+    /// Entra app registrations: the admin-consent URL.
+    App(crate::app::AppArgs),
 }
 
 #[derive(Debug, Args)]
