@@ -1260,3 +1260,91 @@ async fn admin_consent_url_is_followed_to_consent_or_a_refusal() {
         .unwrap();
     assert!(!unknown.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consent_of_a_sealed_account_keeps_its_passwords_or_resets_them() {
+    const ERP: &str = "erp password 2";
+    const NEW: &str = "the only password now";
+    let mut h = Harness::start().await;
+    add_sealed_account(&h, "alex", MAILBOX).await;
+    let current = h.root().join("current-password");
+    std::fs::write(&current, PASSWORD).unwrap();
+    let added = h
+        .account(
+            &[
+                "passwd",
+                "alex",
+                "--add",
+                "erp",
+                "--password-stdin",
+                "--current-password-file",
+                current.to_str().unwrap(),
+            ],
+            ERP,
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let entra = h.fake.entra().clone();
+    entra.set_device_code_timing(1, Duration::from_secs(60));
+    // The grant dies.
+    entra.revoke_refresh_tokens(MAILBOX);
+    h.serve().await;
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    wait_for(&h, "alex", |v| v["status"] == "needs-reconsent").await;
+
+    // Consent needs one of the passwords, checked before anyone signs in.
+    let none = h.account(&["consent", "alex"], "").await;
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("--password-stdin"),
+        "{}",
+        stderr(&none)
+    );
+    let wrong = h
+        .account(&["consent", "alex", "--password-stdin"], "forgotten")
+        .await;
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("--reset-passwords"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    // With one of them, the new grant is sealed under the same key: both passwords work.
+    let sign_in = |args: &'static [&'static str], password: &'static str| {
+        let h = &h;
+        let entra = entra.clone();
+        async move {
+            let mut child = h.account_interactive(args, password).await;
+            let mut seen = Vec::new();
+            let code =
+                read_until(&mut child, &mut seen, |l| value_after(l, "enter the code")).await;
+            assert!(entra.approve_device_code(&code, MAILBOX));
+            finish(child, seen).await
+        }
+    };
+    let (ok, out, err) = sign_in(&["consent", "alex", "--password-stdin"], ERP).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+    entra.expire_access_tokens();
+    assert!(imap_login_ok(&h, "alex", ERP).await, "{}", h.logs());
+
+    // Every password forgotten: --reset-passwords makes the new one the only one.
+    entra.revoke_refresh_tokens(MAILBOX);
+    entra.expire_access_tokens();
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    let (ok, out, err) = sign_in(
+        &["consent", "alex", "--password-stdin", "--reset-passwords"],
+        NEW,
+    )
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("passwords removed"), "{out}");
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    assert!(!imap_login_ok(&h, "alex", ERP).await);
+    entra.expire_access_tokens();
+    assert!(imap_login_ok(&h, "alex", NEW).await, "{}", h.logs());
+    let shown = h.show_account("alex").await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["passwords"].as_array().unwrap().len(), 1);
+}
