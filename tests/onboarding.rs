@@ -912,6 +912,10 @@ refresh_spacing_millis = 100
     let alex = h.show_account("alex").await;
     assert!(alex["health"]["last_refresh_at"].is_null(), "{alex}");
     assert_eq!(alex["refresh_token_updated_at"].as_i64(), Some(saved));
+    // bea has made its point; without it, only alex's token requests are counted below.
+    let removed = h.account(&["remove", "bea"], "").await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A login opens the grant with its password; the token is then cached as usual.
     let entra = h.fake.entra();
