@@ -430,7 +430,11 @@ async fn stored_refresh_token(h: &Harness, user: &str) -> String {
     let config = oxbridge_server::Config::load(&h.config).unwrap();
     let store = oxbridge_server::open_store(&config).unwrap();
     let account = store.account(user).await.unwrap().unwrap();
-    let token = store.refresh_token(account.id).await.unwrap().unwrap();
+    let token = store
+        .refresh_token(account.id, None)
+        .await
+        .unwrap()
+        .unwrap();
     token.expose_str().unwrap().to_string()
 }
 

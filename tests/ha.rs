@@ -384,6 +384,35 @@ async fn sqlite_to_postgres_and_back_loses_nothing() {
     h.account(&["remove", "scanner"], "").await;
     h.add_app_only_account("scanner", "scanner pass", "scanner@contoso.onmicrosoft.com")
         .await;
+    // A password-sealed grant: its key slot and doubly sealed token move byte for byte.
+    const SEALED: &str = "sam@contoso.onmicrosoft.com";
+    h.fake.directory().add_mailbox(SEALED);
+    let token_file = h.root().join("sam.rt");
+    std::fs::write(
+        &token_file,
+        h.fake
+            .entra()
+            .issue_refresh_token(support::CLIENT_ID, SEALED),
+    )
+    .unwrap();
+    let out = h
+        .account(
+            &[
+                "add",
+                "sam",
+                "--mailbox",
+                SEALED,
+                "--app",
+                "contoso",
+                "--refresh-token-file",
+                token_file.to_str().unwrap(),
+                "--password-sealed",
+                "--password-stdin",
+            ],
+            "sam pass",
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
     let sqlite_list = stdout(&h.account(&["list", "--json"], "").await);
 
     let config = h.config.clone();
@@ -403,7 +432,7 @@ async fn sqlite_to_postgres_and_back_loses_nothing() {
     let out = migrate(data.clone(), pg.url.clone()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("copied 2 account(s), 3 password(s), 1 refresh token(s)"),
+        stdout(&out).contains("copied 3 account(s), 4 password(s), 2 refresh token(s)"),
         "{}",
         stdout(&out)
     );
@@ -434,6 +463,26 @@ async fn sqlite_to_postgres_and_back_loses_nothing() {
         stdout(&out),
         h.logs()
     );
+    // The sealed grant opens with its password on the other side (no token cached yet).
+    let out = h
+        .python(&[
+            "concurrent",
+            "--port",
+            &h.imaps_port.to_string(),
+            "--user",
+            "sam",
+            "--password",
+            "sam pass",
+            "--n",
+            "1",
+        ])
+        .await;
+    assert!(
+        stdout(&out).contains("\"ok\": 1"),
+        "{} {}",
+        stdout(&out),
+        h.logs()
+    );
     h.stop().await;
 
     // And back into a new SQLite file.
@@ -441,7 +490,7 @@ async fn sqlite_to_postgres_and_back_loses_nothing() {
     let out = migrate(pg.url.clone(), back.display().to_string()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let conn = rusqlite_count(&back);
-    assert_eq!(conn, (2, 3));
+    assert_eq!(conn, (3, 4));
 }
 
 /// (accounts, passwords) in a SQLite store file, read with the sqlite3-free Python module.

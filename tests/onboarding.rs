@@ -818,3 +818,537 @@ ca_file = "{root}/ca.pem"
     }
     assert!(h.show_account("pat").await["refresh_token_updated_at"].is_null());
 }
+
+/// Adds a password-sealed delegated account (imported refresh token) for `mailbox`.
+async fn add_sealed_account(h: &Harness, user: &str, mailbox: &str) {
+    h.fake.directory().add_mailbox(mailbox);
+    let token = h.fake.entra().issue_refresh_token(CLIENT_ID, mailbox);
+    let file = h.root().join(format!("{user}.rt"));
+    std::fs::write(&file, &token).unwrap();
+    let out = h
+        .account(
+            &[
+                "add",
+                user,
+                "--mailbox",
+                mailbox,
+                "--app",
+                "contoso",
+                "--refresh-token-file",
+                file.to_str().unwrap(),
+                "--password-sealed",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_sealed_account_is_refreshed_only_at_login_with_one_of_its_passwords() {
+    const PHONE: &str = "phone app password 2";
+    let mut h = Harness::start().await;
+    h.append_config(
+        r#"
+[grants]
+refresh_idle_after_secs = 2
+refresh_check_interval_secs = 1
+refresh_spacing_millis = 100
+"#,
+    );
+    // Only delegated grants have a refresh token to seal.
+    let refused = h
+        .account(
+            &[
+                "add",
+                "app",
+                "--mailbox",
+                MAILBOX,
+                "--app",
+                "contoso",
+                "--client-credentials",
+                "--password-sealed",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("needs a delegated grant"),
+        "{}",
+        stderr(&refused)
+    );
+    add_sealed_account(&h, "alex", MAILBOX).await;
+    // A plain delegated account shows that the background refresh does run.
+    h.add_delegated_account("bea", PASSWORD, "bea@contoso.onmicrosoft.com")
+        .await;
+    // Every refresh must use the newest token: proves each rotated one was stored (sealed).
+    h.fake.entra().set_strict_rotation(true);
+    let shown = h.show_account("alex").await;
+    assert_eq!(shown["sealing"], "password");
+    assert_eq!(
+        shown["health"]["refresh"],
+        "sealed: refreshed only at login"
+    );
+    let human = h.account(&["show", "alex"], "").await;
+    assert!(
+        stdout(&human).contains("password-sealed (refreshed only at login"),
+        "{}",
+        stdout(&human)
+    );
+    let saved = shown["refresh_token_updated_at"].as_i64().unwrap();
+    for secret in h.fake.entra().issued_secrets() {
+        assert!(!contains(&h.data_dir_bytes(), secret.as_bytes()));
+    }
+
+    // Both grants are idle past refresh_idle_after_secs; the server refreshes only bea's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.serve().await;
+    wait_for(&h, "bea", |v| v["health"]["last_refresh_at"].is_i64()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alex = h.show_account("alex").await;
+    assert!(alex["health"]["last_refresh_at"].is_null(), "{alex}");
+    assert_eq!(alex["refresh_token_updated_at"].as_i64(), Some(saved));
+    // bea has made its point; without it, only alex's token requests are counted below.
+    let removed = h.account(&["remove", "bea"], "").await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A login opens the grant with its password; the token is then cached as usual.
+    let entra = h.fake.entra();
+    let before = entra.token_requests();
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await);
+    assert_eq!(entra.token_requests(), before + 1);
+
+    // The access token expires. A wrong password never reaches the token endpoint; the
+    // right one refreshes, twice in a row under strict rotation.
+    entra.expire_access_tokens();
+    assert!(!imap_login_ok(&h, "alex", "not the password").await);
+    assert_eq!(entra.token_requests(), before + 1);
+    for round in 2..=3 {
+        assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+        assert_eq!(entra.token_requests(), before + round);
+        entra.expire_access_tokens();
+    }
+    assert!(
+        wait_for(&h, "alex", |v| v["refresh_token_updated_at"].as_i64()
+            > Some(saved))
+        .await["health"]["last_refresh_at"]
+            .is_i64()
+    );
+
+    // A second app password needs an existing one, and then refreshes on its own.
+    let no_current = h
+        .account(
+            &["passwd", "alex", "--add", "phone", "--password-stdin"],
+            PHONE,
+        )
+        .await;
+    assert!(!no_current.status.success());
+    assert!(
+        stderr(&no_current).contains("--current-password-file"),
+        "{}",
+        stderr(&no_current)
+    );
+    let current = h.root().join("current-password");
+    std::fs::write(&current, PASSWORD).unwrap();
+    let added = h
+        .account(
+            &[
+                "passwd",
+                "alex",
+                "--add",
+                "phone",
+                "--password-stdin",
+                "--current-password-file",
+                current.to_str().unwrap(),
+            ],
+            PHONE,
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(imap_login_ok(&h, "alex", PHONE).await, "{}", h.logs());
+    assert_eq!(entra.token_requests(), before + 4);
+
+    // Many logins needing a refresh at once still make one request: one of them leads the
+    // flight with its own password. (A 303 s token is due 3 s after it was issued.)
+    entra.set_token_lifetime(Some(Duration::from_secs(303)));
+    entra.expire_access_tokens();
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let requests = entra.token_requests();
+    // Spawned first, awaited after: the eight clients run at the same time.
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let password = if i % 2 == 0 { PASSWORD } else { PHONE };
+            tokio::process::Command::new("curl")
+                .args(["--silent", "--max-time", "30", "--cacert"])
+                .arg(&h.ca_file)
+                .arg("-u")
+                .arg(format!("alex:{password}"))
+                .arg(format!("imaps://127.0.0.1:{}/", h.imaps_port))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for client in clients {
+        let out = client.wait_with_output().await.unwrap();
+        assert!(stdout(&out).contains("INBOX"), "{}", h.logs());
+    }
+    assert_eq!(entra.token_requests(), requests + 1, "{}", h.logs());
+
+    for secret in entra.issued_secrets() {
+        assert!(!contains(&h.data_dir_bytes(), secret.as_bytes()));
+    }
+    assert!(!h.logs().contains(PASSWORD) && !h.logs().contains(PHONE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_challenge_is_passed_on_by_consent_with_device_code_and_browser() {
+    let mut h = Harness::start().await;
+    h.add_delegated_account("alex", PASSWORD, MAILBOX).await;
+    let entra = h.fake.entra().clone();
+    entra.set_device_code_timing(1, Duration::from_secs(60));
+    entra.set_signed_in_user(Some(MAILBOX));
+    h.serve().await;
+    let challenge = InjectedError::claims_challenge(53003);
+    let InjectedError::Aadsts {
+        claims: Some(claims),
+        ..
+    } = &challenge
+    else {
+        panic!("a claims challenge");
+    };
+
+    // Round 1: the challenge arrives, the login fails, consent by device code passes it on.
+    entra.inject_error(Some(challenge.clone()));
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    let shown = wait_for(&h, "alex", |v| {
+        v["health"]["claims_challenge_pending"] == true
+    })
+    .await;
+    assert_eq!(shown["status"], "needs-reconsent");
+    assert_eq!(shown["health"]["last_failure"]["claims"], claims.as_str());
+    let human = h.account(&["show", "alex"], "").await;
+    assert!(
+        stdout(&human).contains("claims challenge: pending"),
+        "{}",
+        stdout(&human)
+    );
+    entra.inject_error(None);
+    let mut child = h.account_interactive(&["consent", "alex"], "").await;
+    let mut seen = Vec::new();
+    let code = read_until(&mut child, &mut seen, |l| value_after(l, "enter the code")).await;
+    assert!(entra.approve_device_code(&code, MAILBOX));
+    let (ok, out, err) = finish(child, seen).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("Passing on the claims challenge"), "{out}");
+    assert_eq!(entra.claims_received(), std::slice::from_ref(claims));
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+    wait_for(&h, "alex", |v| {
+        v["health"]["claims_challenge_pending"] == false
+    })
+    .await;
+
+    // Round 2: the same with the browser sign-in.
+    entra.inject_error(Some(challenge.clone()));
+    entra.expire_access_tokens();
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    wait_for(&h, "alex", |v| {
+        v["health"]["claims_challenge_pending"] == true
+    })
+    .await;
+    entra.inject_error(None);
+    let mut child = h
+        .account_interactive(&["consent", "alex", "--browser"], "")
+        .await;
+    let mut seen = Vec::new();
+    let url = read_until(&mut child, &mut seen, |l| {
+        value_after(l, "open this URL in a browser")
+    })
+    .await;
+    assert!(url.contains("&claims="), "{url}");
+    let location = follow_authorize(&h, &url).await;
+    let reply = h
+        .curl(&["-s", &location.replace("localhost", "127.0.0.1")])
+        .await;
+    assert!(stdout(&reply).contains("Signed in"));
+    let (ok, out, err) = finish(child, seen).await;
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(entra.claims_received(), [claims.clone(), claims.clone()]);
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+}
+
+/// A webhook receiver: records each request (head and body) and answers 204.
+fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            record
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&request).into_owned());
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// Waits until `seen` holds `count` requests, then a little longer, and returns them.
+async fn webhook_requests(seen: &std::sync::Mutex<Vec<String>>, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < count {
+        assert!(Instant::now() < deadline, "{:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a wrong extra notification a chance to show up.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_gets_one_post_per_transition_and_no_secret() {
+    let (port, seen) = webhook_receiver();
+    let mut h = Harness::start().await;
+    h.append_config(&format!(
+        "\n[notify]\nwebhook = \"http://127.0.0.1:{port}/oxbridge-hook\"\n"
+    ));
+    h.add_delegated_account("alex", PASSWORD, MAILBOX).await;
+    h.serve().await;
+    let entra = h.fake.entra();
+    entra.inject_error(InjectedError::of_class("reconsent"));
+    for _ in 0..3 {
+        assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    }
+    let requests = webhook_requests(&seen, 1).await;
+    assert_eq!(requests.len(), 1, "one POST per transition: {requests:?}");
+    let request = &requests[0];
+    assert!(
+        request.starts_with("POST /oxbridge-hook HTTP/1.1\r\n"),
+        "{request}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["event"], "needs-reconsent");
+    assert_eq!(body["account"], "alex");
+    assert_eq!(body["mailbox"], MAILBOX);
+    assert_eq!(body["class"], "reconsent");
+    assert_eq!(body["codes"], serde_json::json!([700082]));
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("AADSTS700082"), "{reason}");
+    assert!(reason.contains("oxbridge account consent alex"), "{reason}");
+
+    // Signed in again, then a new failure: one more POST.
+    entra.inject_error(None);
+    let token = entra.issue_refresh_token(CLIENT_ID, MAILBOX);
+    let file = h.root().join("new.rt");
+    std::fs::write(&file, token).unwrap();
+    let out = h
+        .account(
+            &[
+                "import-token",
+                "alex",
+                "--refresh-token-file",
+                file.to_str().unwrap(),
+            ],
+            "",
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+    entra.inject_error(InjectedError::of_class("reconsent"));
+    entra.expire_access_tokens();
+    for _ in 0..2 {
+        assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    }
+    let requests = webhook_requests(&seen, 2).await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+
+    // No token, password or client secret anywhere in what the hook received.
+    let mut secrets = entra.issued_secrets();
+    secrets.push(PASSWORD.to_string());
+    secrets.push(support::CLIENT_SECRET.to_string());
+    for request in &requests {
+        for secret in &secrets {
+            assert!(!request.contains(secret.as_str()), "a secret in {request}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_consent_url_is_followed_to_consent_or_a_refusal() {
+    let h = Harness::start().await;
+    let h = &h;
+    let consent_url = || async move {
+        let out = tokio::process::Command::new(support::oxbridge_bin())
+            .args(["app", "consent-url", "contoso", "--config"])
+            .arg(&h.config)
+            .args(["--redirect-uri", "https://admin.example.com/done"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let url = consent_url().await;
+    assert!(url.contains("/v2.0/adminconsent?"), "{url}");
+    assert!(url.contains(&format!("client_id={CLIENT_ID}")), "{url}");
+    let state = url.split("state=").nth(1).unwrap().to_string();
+    let follow = move |url: String| async move {
+        let out = h
+            .curl(&["-s", "-o", "/dev/null", "-w", "%{redirect_url}", &url])
+            .await;
+        stdout(&out)
+    };
+    // The administrator declines first, then accepts.
+    h.fake.entra().set_admin_declines(true);
+    let refused = follow(url.clone()).await;
+    assert!(
+        refused.starts_with("https://admin.example.com/done?error=access_denied"),
+        "{refused}"
+    );
+    assert!(!h.fake.entra().admin_consented(CLIENT_ID));
+    h.fake.entra().set_admin_declines(false);
+    let url = consent_url().await;
+    let state_2 = url.split("state=").nth(1).unwrap().to_string();
+    assert_ne!(state, state_2, "a fresh state each time");
+    let accepted = follow(url).await;
+    assert_eq!(
+        accepted,
+        format!(
+            "https://admin.example.com/done?admin_consent=True&tenant={}&state={state_2}",
+            support::TENANT
+        )
+    );
+    assert!(h.fake.entra().admin_consented(CLIENT_ID));
+    let unknown = tokio::process::Command::new(support::oxbridge_bin())
+        .args(["app", "consent-url", "nope", "--config"])
+        .arg(&h.config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consent_of_a_sealed_account_keeps_its_passwords_or_resets_them() {
+    const ERP: &str = "erp password 2";
+    const NEW: &str = "the only password now";
+    let mut h = Harness::start().await;
+    add_sealed_account(&h, "alex", MAILBOX).await;
+    let current = h.root().join("current-password");
+    std::fs::write(&current, PASSWORD).unwrap();
+    let added = h
+        .account(
+            &[
+                "passwd",
+                "alex",
+                "--add",
+                "erp",
+                "--password-stdin",
+                "--current-password-file",
+                current.to_str().unwrap(),
+            ],
+            ERP,
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let entra = h.fake.entra().clone();
+    entra.set_device_code_timing(1, Duration::from_secs(60));
+    // The grant dies.
+    entra.revoke_refresh_tokens(MAILBOX);
+    h.serve().await;
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    wait_for(&h, "alex", |v| v["status"] == "needs-reconsent").await;
+
+    // Consent needs one of the passwords, checked before anyone signs in.
+    let none = h.account(&["consent", "alex"], "").await;
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("--password-stdin"),
+        "{}",
+        stderr(&none)
+    );
+    let wrong = h
+        .account(&["consent", "alex", "--password-stdin"], "forgotten")
+        .await;
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("--reset-passwords"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    // With one of them, the new grant is sealed under the same key: both passwords work.
+    let sign_in = |args: &'static [&'static str], password: &'static str| {
+        let h = &h;
+        let entra = entra.clone();
+        async move {
+            let mut child = h.account_interactive(args, password).await;
+            let mut seen = Vec::new();
+            let code =
+                read_until(&mut child, &mut seen, |l| value_after(l, "enter the code")).await;
+            assert!(entra.approve_device_code(&code, MAILBOX));
+            finish(child, seen).await
+        }
+    };
+    let (ok, out, err) = sign_in(&["consent", "alex", "--password-stdin"], ERP).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(imap_login_ok(&h, "alex", PASSWORD).await, "{}", h.logs());
+    entra.expire_access_tokens();
+    assert!(imap_login_ok(&h, "alex", ERP).await, "{}", h.logs());
+
+    // Every password forgotten: --reset-passwords makes the new one the only one.
+    entra.revoke_refresh_tokens(MAILBOX);
+    entra.expire_access_tokens();
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    let (ok, out, err) = sign_in(
+        &["consent", "alex", "--password-stdin", "--reset-passwords"],
+        NEW,
+    )
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("passwords removed"), "{out}");
+    assert!(!imap_login_ok(&h, "alex", PASSWORD).await);
+    assert!(!imap_login_ok(&h, "alex", ERP).await);
+    entra.expire_access_tokens();
+    assert!(imap_login_ok(&h, "alex", NEW).await, "{}", h.logs());
+    let shown = h.show_account("alex").await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["passwords"].as_array().unwrap().len(), 1);
+}

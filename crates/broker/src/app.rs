@@ -62,6 +62,37 @@ pub struct AppRegistration {
 }
 
 impl AppRegistration {
+    /// The admin-consent URL (EXCHANGE.md §4.1) through which a tenant administrator grants
+    /// this app its permissions for the whole tenant (`scope` is the app-only scope), then is
+    /// sent to `redirect_uri` with `admin_consent=True` and `state`.
+    pub fn admin_consent_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+    ) -> Result<String, BrokerError> {
+        let invalid = |reason: String| BrokerError::InvalidApp {
+            app: self.name.clone(),
+            reason,
+        };
+        let base = format!(
+            "{}/{}/v2.0/adminconsent",
+            self.authority.trim_end_matches('/'),
+            self.tenant.trim_matches('/')
+        );
+        let scope = self.app_scope.as_deref().unwrap_or(DEFAULT_APP_SCOPE);
+        oauth2::url::Url::parse_with_params(
+            &base,
+            [
+                ("client_id", self.client_id.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("scope", scope),
+                ("state", state),
+            ],
+        )
+        .map(String::from)
+        .map_err(|e| invalid(format!("bad authority: {e}")))
+    }
+
     /// The token endpoint URL this registration talks to.
     pub fn token_url(&self) -> String {
         format!(
@@ -390,6 +421,7 @@ pub(crate) fn token_error(
                 body.has_claims(),
             );
             let description = body.short_description();
+            let claims = body.claims_text();
             TokenError::Provider {
                 class,
                 error: if body.error.is_empty() {
@@ -400,6 +432,7 @@ pub(crate) fn token_error(
                 codes: body.error_codes,
                 description,
                 retry_after,
+                claims,
             }
         }
         RequestTokenError::Request(e) => TokenError::Network(error_chain(&e)),
@@ -421,6 +454,7 @@ fn non_token_answer(meta: Option<ResponseMeta>, description: String) -> TokenErr
             codes: Vec::new(),
             description,
             retry_after: meta.retry_after,
+            claims: None,
         },
         _ => TokenError::Network(description),
     }
@@ -462,6 +496,19 @@ mod tests {
         assert_eq!(
             registration().token_url(),
             "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+    }
+
+    #[test]
+    fn admin_consent_url_names_tenant_client_and_scope() {
+        let url = registration()
+            .admin_consent_url("http://localhost/done", "st8")
+            .expect("url");
+        assert_eq!(
+            url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/adminconsent?\
+             client_id=11111111-2222-3333-4444-555555555555&redirect_uri=http%3A%2F%2Flocalhost%2Fdone\
+             &scope=https%3A%2F%2Foutlook.office365.com%2F.default&state=st8"
         );
     }
 

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use oxbridge_store::{
-    Account, AccountStatus, CredentialStore, GrantFailure, GrantKind, SharedToken, StoreError,
+    Account, AccountStatus, CredentialStore, GrantFailure, GrantKey, GrantKind, SharedToken,
+    StoreError,
 };
 use oxbridge_wire::Secret;
 use rand::Rng;
@@ -246,6 +247,9 @@ impl TokenBroker {
     /// extends its 90-day inactivity window). Shares the account's single flight with
     /// logins, and respects a failure still being held off.
     pub async fn refresh_grant(&self, account: &Account) -> Result<AccessToken, TokenError> {
+        if account.password_sealed() {
+            return Err(TokenError::Sealed);
+        }
         let slot = self.slot(account.id);
         slot.forget_outdated_failure(
             account.refresh_token_updated_at,
@@ -255,7 +259,7 @@ impl TokenBroker {
         if let Some(error) = slot.held_off(Instant::now()) {
             return Err(error);
         }
-        self.fetch(account, &slot, true).await
+        self.fetch(account, &slot, true, None).await
     }
 
     /// Updates the grant-health gauges from a full account list (bounded labels: app only).
@@ -269,6 +273,28 @@ impl TokenBroker {
     /// While a recent failure is held off, answers [`TokenError::BackingOff`] at once (or a
     /// cached token that has not expired yet) without contacting the endpoint.
     pub async fn access_token(&self, account: &Account) -> Result<AccessToken, TokenError> {
+        self.token_for(account, None).await
+    }
+
+    /// [`TokenBroker::access_token`] for a login of a password-sealed account, with the
+    /// password the store has just verified: most logins are answered from the cache as
+    /// usual; only when a refresh is due does the flight leader (the one request for this
+    /// account) open the grant with its login's password, and reseal the rotated token.
+    /// Without a password, a sealed grant is served from the cache or not at all
+    /// ([`TokenError::Sealed`]).
+    pub async fn access_token_unsealing(
+        &self,
+        account: &Account,
+        password: &Secret,
+    ) -> Result<AccessToken, TokenError> {
+        self.token_for(account, Some(password)).await
+    }
+
+    async fn token_for(
+        &self,
+        account: &Account,
+        password: Option<&Secret>,
+    ) -> Result<AccessToken, TokenError> {
         let slot = self.slot(account.id);
         slot.forget_outdated_failure(
             account.refresh_token_updated_at,
@@ -285,7 +311,7 @@ impl TokenBroker {
         if let Some(answer) = self.answer_from_cache(&slot) {
             return answer;
         }
-        self.fetch(account, &slot, false).await
+        self.fetch(account, &slot, false, password).await
     }
 
     /// Drops the cached access token for an account (e.g. the upstream rejected it), so the
@@ -325,16 +351,42 @@ impl TokenBroker {
     /// Performs the grant, persists a rotated refresh token, and caches the result; called
     /// with the account's flight lock held. `force` (background refresh) requests a new token
     /// even if the shared store holds a usable one, unless another replica stored it since.
+    ///
+    /// `password` is the login's, verified by the store: for a password-sealed grant it opens
+    /// the grant key (see [`TokenBroker::grant_key`]).
     async fn fetch(
         &self,
         account: &Account,
         slot: &Slot,
         force: bool,
+        password: Option<&Secret>,
     ) -> Result<AccessToken, TokenError> {
         if self.store.is_shared() && account.grant != GrantKind::Password {
-            return self.fetch_shared(account, slot, force).await;
+            return self.fetch_shared(account, slot, force, password).await;
         }
-        self.fetch_with(account, slot, None).await
+        self.fetch_with(account, slot, password).await
+    }
+
+    /// The grant key of a password-sealed account, opened with the login's password; `None`
+    /// for any other account. Failing to open it says nothing about the grant (no hold-off,
+    /// no status change): the next login, with its own password, simply tries again.
+    async fn grant_key(
+        &self,
+        account: &Account,
+        password: Option<&Secret>,
+    ) -> Result<Option<GrantKey>, TokenError> {
+        if !account.password_sealed() {
+            return Ok(None);
+        }
+        let password = password.ok_or(TokenError::Sealed)?;
+        match self.store.open_grant_key(account.id, password).await {
+            Ok(Some(key)) => Ok(Some(key)),
+            Ok(None) | Err(StoreError::Sealed(_)) => {
+                tracing::warn!(account = %account.name, "the login's password opens none of the account's key slots");
+                Err(TokenError::Sealed)
+            }
+            Err(e) => Err(TokenError::Store(e.to_string())),
+        }
     }
 
     /// Per-replica cache invalidation: a cached token from a shared store whose grant version
@@ -362,6 +414,7 @@ impl TokenBroker {
         account: &Account,
         slot: &Slot,
         force: bool,
+        password: Option<&Secret>,
     ) -> Result<AccessToken, TokenError> {
         let known = slot.unexpired(Instant::now()).and_then(|t| t.version);
         let rejected = slot.rejected_version();
@@ -378,6 +431,8 @@ impl TokenBroker {
                 Err(e) => return store_unavailable(account, slot, e),
             }
         }
+        // Opened before the lock is taken: Argon2 must not hold a connection and the lock.
+        let grant_key = self.grant_key(account, password).await?;
         let mut lock = match self.store.lock_refresh(account.id).await {
             Ok(lock) => lock,
             Err(e) => return store_unavailable(account, slot, e),
@@ -387,7 +442,7 @@ impl TokenBroker {
             return Ok(adopt(slot, token));
         }
         let refresh_token = match account.grant {
-            GrantKind::RefreshToken => match lock.refresh_token().await {
+            GrantKind::RefreshToken => match lock.refresh_token(grant_key.as_ref()).await {
                 Ok(Some(token)) if !token.is_empty() => Some(token),
                 Ok(_) => {
                     drop(lock);
@@ -399,7 +454,7 @@ impl TokenBroker {
         };
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let issued = match self.request(account, None, refresh_token).await {
+        let issued = match self.request(account, None, refresh_token, None).await {
             Ok(issued) => issued,
             Err(error @ TokenError::Store(_)) => return Err(error),
             Err(error) => {
@@ -415,7 +470,12 @@ impl TokenBroker {
         // Persist before use, as in `fetch_with`: the rotated refresh token and the access
         // token commit together; if that fails the stored refresh token is still valid.
         let version = match lock
-            .commit(rotated, &issued.access_token, unix(started_wall + lifetime))
+            .commit(
+                rotated,
+                grant_key.as_ref(),
+                &issued.access_token,
+                unix(started_wall + lifetime),
+            )
             .await
         {
             Ok(version) => version,
@@ -454,13 +514,17 @@ impl TokenBroker {
         slot: &Slot,
         password: Option<&Secret>,
     ) -> Result<AccessToken, TokenError> {
+        let grant_key = self.grant_key(account, password).await?;
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let issued = match self.request(account, password, None).await {
+        let issued = match self
+            .request(account, password, None, grant_key.as_ref())
+            .await
+        {
             Ok(issued) => issued,
             // The store failing says nothing about the grant or the endpoint: no hold-off,
             // the next login simply tries again.
-            Err(error @ TokenError::Store(_)) => return Err(error),
+            Err(error @ (TokenError::Store(_) | TokenError::Sealed)) => return Err(error),
             // A wrong password is the client's mistake, not the grant's: no hold-off or
             // status change here (the caller damps retries).
             Err(error @ TokenError::Provider { .. })
@@ -475,7 +539,11 @@ impl TokenBroker {
             if account.grant == GrantKind::RefreshToken {
                 // Persist before use: if this write fails the old refresh token is still
                 // valid (Entra does not revoke it), so nothing is lost by not caching.
-                if let Err(e) = self.store.replace_refresh_token(account.id, rotated).await {
+                if let Err(e) = self
+                    .store
+                    .replace_refresh_token(account.id, rotated, grant_key.as_ref())
+                    .await
+                {
                     tracing::warn!(
                         account = %account.name,
                         app = %account.app,
@@ -506,13 +574,14 @@ impl TokenBroker {
     }
 
     /// Looks up the app, reads the refresh token for delegated accounts (unless the caller
-    /// read it under the store's refresh lock), and performs the grant, recording the
-    /// request's outcome and latency.
+    /// read it under the store's refresh lock; a password-sealed one with its `grant_key`),
+    /// and performs the grant, recording the request's outcome and latency.
     async fn request(
         &self,
         account: &Account,
         password: Option<&Secret>,
         locked_refresh_token: Option<Secret>,
+        grant_key: Option<&GrantKey>,
     ) -> Result<Issued, TokenError> {
         let app = self
             .apps
@@ -551,7 +620,7 @@ impl TokenBroker {
                     Some(token) => token,
                     None => self
                         .store
-                        .refresh_token(account.id)
+                        .refresh_token(account.id, grant_key)
                         .await
                         .map_err(|e| TokenError::Store(e.to_string()))?
                         .filter(|rt| !rt.is_empty())
@@ -610,9 +679,12 @@ impl TokenBroker {
         error: TokenError,
     ) -> Result<AccessToken, TokenError> {
         let class = error.class();
-        let codes = match &error {
-            TokenError::Provider { codes, .. } => codes.clone(),
-            _ => Vec::new(),
+        let (codes, claims) = match &error {
+            TokenError::Provider { codes, claims, .. } => (
+                codes.clone(),
+                GrantFailure::bounded_claims(claims.as_deref()),
+            ),
+            _ => (Vec::new(), None),
         };
         let now = Instant::now();
         let jitter: f64 = rand::thread_rng().gen();
@@ -633,6 +705,7 @@ impl TokenBroker {
                 class: class.as_str().to_owned(),
                 codes: codes.clone(),
                 reason: reason.clone(),
+                claims,
             }),
         );
         if class.is_temporary() {
@@ -770,6 +843,7 @@ mod tests {
             codes,
             description: description.into(),
             retry_after: None,
+            claims: None,
         }
     }
 

@@ -137,12 +137,15 @@ impl Slot {
     }
 
     /// Forgets a held-off failure that no longer applies because the grant changed since:
-    /// a different refresh token was saved, or a dead grant was revived (account active).
+    /// a different refresh token was saved, or a grant that needed a sign-in (reconsent or
+    /// interaction, which mark the account) was revived (account active). The second test
+    /// matters when a sign-in lands within the second of the failure, so the saved time
+    /// alone does not tell them apart.
     pub fn forget_outdated_failure(&self, grant_saved_at: Option<i64>, active: bool) {
         let mut state = self.state();
         let outdated = state.failure.as_ref().is_some_and(|f| {
             f.grant_saved_at != grant_saved_at
-                || (active && f.error.class() == crate::FailureClass::Reconsent)
+                || (active && crate::advice::needs_sign_in(f.error.class()))
         });
         if outdated {
             state.failure = None;
@@ -284,6 +287,7 @@ mod tests {
             codes: vec![70008],
             description: String::new(),
             retry_after: None,
+            claims: None,
         };
         slot.record_failure(dead.clone(), now, Some(100), |_| Duration::from_secs(30));
         slot.forget_outdated_failure(Some(100), false);
@@ -297,6 +301,26 @@ mod tests {
         slot.record_failure(dead, now, Some(101), |_| Duration::from_secs(30));
         slot.forget_outdated_failure(Some(101), true);
         assert!(matches!(slot.lookup(now, Duration::ZERO), Lookup::Miss));
+
+        let challenged = TokenError::Provider {
+            class: crate::FailureClass::Interaction,
+            error: "invalid_grant".into(),
+            codes: vec![53003],
+            description: String::new(),
+            retry_after: None,
+            claims: Some("{}".into()),
+        };
+        slot.record_failure(challenged, now, Some(101), |_| Duration::from_secs(30));
+        slot.forget_outdated_failure(Some(101), false);
+        assert!(matches!(
+            slot.lookup(now, Duration::ZERO),
+            Lookup::Blocked(_)
+        ));
+        slot.forget_outdated_failure(Some(101), true);
+        assert!(
+            matches!(slot.lookup(now, Duration::ZERO), Lookup::Miss),
+            "a sign-in within the same second revives an interaction failure too"
+        );
 
         let down = TokenError::Network("down".into());
         slot.record_failure(down, now, Some(101), |_| Duration::from_secs(30));

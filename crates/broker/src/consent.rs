@@ -201,15 +201,21 @@ impl Consent {
         Ok(())
     }
 
-    /// Asks Entra for a device code (`POST …/devicecode`).
-    pub async fn start_device_code(&self) -> Result<DeviceCode, ConsentError> {
+    /// Asks Entra for a device code (`POST …/devicecode`), passing on a pending claims
+    /// challenge (`claims`), so the sign-in satisfies what the token endpoint demanded.
+    pub async fn start_device_code(
+        &self,
+        claims: Option<&str>,
+    ) -> Result<DeviceCode, ConsentError> {
         let transport = Transport::new(self.parts.http.clone());
-        let result = self
+        let mut request = self
             .client
             .exchange_device_code()
-            .add_scopes(self.parts.delegated_scopes.iter().cloned())
-            .request_async(&transport)
-            .await;
+            .add_scopes(self.parts.delegated_scopes.iter().cloned());
+        if let Some(claims) = claims {
+            request = request.add_extra_param("claims", claims.to_owned());
+        }
+        let result = request.request_async(&transport).await;
         match result {
             Ok(response) => Ok(DeviceCode { response }),
             Err(e) => Err(ConsentError::Token(token_error(
@@ -280,6 +286,7 @@ impl Consent {
                                 body.error_description().map_or("", String::as_str),
                             ),
                             retry_after: None,
+                            claims: None,
                         })
                     }
                 })
@@ -302,11 +309,13 @@ impl Consent {
     }
 
     /// Starts a browser sign-in: a fresh `state` and PKCE S256 verifier, and the authorize
-    /// URL for `redirect_uri` (a loopback `http://localhost:PORT/`).
+    /// URL for `redirect_uri` (a loopback `http://localhost:PORT/`), with a pending claims
+    /// challenge passed on as `claims`.
     pub fn authorization_request(
         &self,
         redirect_uri: &str,
         login_hint: Option<&str>,
+        claims: Option<&str>,
     ) -> Result<AuthorizationRequest, ConsentError> {
         let redirect =
             RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| ConsentError::Authorize {
@@ -324,6 +333,9 @@ impl Consent {
             .add_extra_param("prompt", "select_account");
         if let Some(hint) = login_hint {
             request = request.add_extra_param("login_hint", hint.to_owned());
+        }
+        if let Some(claims) = claims {
+            request = request.add_extra_param("claims", claims.to_owned());
         }
         let (url, state) = request.url();
         Ok(AuthorizationRequest {
@@ -402,6 +414,11 @@ fn codes_in(description: Option<&str>) -> Vec<u32> {
         })
         .into_iter()
         .collect()
+}
+
+/// A random `state` for a redirect (admin consent), as the sign-in flows use.
+pub fn random_state() -> String {
+    CsrfToken::new_random().secret().clone()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -44,6 +44,19 @@ impl EntraErrorResponse {
         }
     }
 
+    /// The claims challenge as text (Entra sends a JSON string; any other JSON is kept as
+    /// its text), if there is one.
+    pub fn claims_text(&self) -> Option<String> {
+        if !self.has_claims() {
+            return None;
+        }
+        match &self.claims {
+            Some(serde_json::Value::String(s)) => Some(s.trim().to_owned()),
+            Some(other) => Some(other.to_string()),
+            None => None,
+        }
+    }
+
     /// The description's first line: Entra appends trace and correlation ids on later lines.
     pub fn short_description(&self) -> String {
         first_line(self.error_description.as_deref().unwrap_or(""))

@@ -25,6 +25,9 @@ pub enum TokenError {
         description: String,
         /// The endpoint's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
+        /// A Conditional Access claims challenge (EXCHANGE.md §4.7) to pass on at the next
+        /// interactive sign-in. Not a secret.
+        claims: Option<String>,
     },
     /// Connect failure, timeout, or an answer that is not a token response: transient.
     #[error("token endpoint unreachable: {0}")]
@@ -41,6 +44,10 @@ pub enum TokenError {
     /// The app's certificate credential could not produce a client assertion.
     #[error("client assertion: {0}")]
     Credential(String),
+    /// The account's grant is sealed under its passwords and this request brought none (the
+    /// background refresh, a relay rule): only a login can refresh it.
+    #[error("the grant is sealed under the account's passwords; only a login can refresh it")]
+    Sealed,
     /// A recent failure for this account has not been retried yet, to protect the endpoint.
     #[error("backing off for {retry_after:?} after: {last}")]
     BackingOff {
@@ -56,7 +63,9 @@ impl TokenError {
         match self {
             TokenError::Provider { class, .. } => *class,
             TokenError::Network(_) | TokenError::Store(_) => FailureClass::Transient,
-            TokenError::UnknownApp(_) | TokenError::Credential(_) => FailureClass::Configuration,
+            TokenError::UnknownApp(_) | TokenError::Credential(_) | TokenError::Sealed => {
+                FailureClass::Configuration
+            }
             TokenError::NoRefreshToken => FailureClass::Reconsent,
             TokenError::BackingOff { last, .. } => last.class(),
         }
@@ -118,6 +127,7 @@ mod tests {
             codes: vec![70008],
             description: "AADSTS70008: expired".into(),
             retry_after: None,
+            claims: None,
         }
     }
 

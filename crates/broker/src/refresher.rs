@@ -7,6 +7,9 @@
 //! at its own point in a window (a per-account offset of up to a tenth of the idle time), and
 //! a sweep waits `spacing` between two refreshes, so a thousand accounts onboarded on the
 //! same day never burst the token endpoint. Every sweep also updates the health gauges.
+//!
+//! Password-sealed grants are skipped: the server cannot open them without a password, so
+//! they are refreshed only at logins (`oxbridge account show` says so).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,9 +126,13 @@ fn last_use(account: &Account) -> i64 {
         .unwrap_or(account.created_at)
 }
 
-/// Whether an active delegated account has been idle long enough, counting its own offset.
+/// Whether an active delegated account, not password-sealed, has been idle long enough,
+/// counting its own offset.
 fn is_due(account: &Account, now: i64, idle_after: Duration) -> bool {
-    if account.grant != GrantKind::RefreshToken || account.status != AccountStatus::Active {
+    if account.grant != GrantKind::RefreshToken
+        || account.status != AccountStatus::Active
+        || account.password_sealed()
+    {
         return false;
     }
     let idle = i64::try_from(idle_after.as_secs()).unwrap_or(i64::MAX);
@@ -152,7 +159,7 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxbridge_store::GrantHealth;
+    use oxbridge_store::{GrantHealth, Sealing};
 
     fn account(id: i64, grant: GrantKind, saved: Option<i64>) -> Account {
         Account {
@@ -170,6 +177,7 @@ mod tests {
             refresh_token_updated_at: saved,
             identities: Default::default(),
             health: GrantHealth::default(),
+            sealing: Sealing::MasterKey,
         }
     }
 
@@ -201,6 +209,10 @@ mod tests {
         let mut used = account(1, GrantKind::RefreshToken, Some(0));
         used.health.last_refresh_at = Some(now - DAY);
         assert!(!is_due(&used, now, idle));
+        // A password-sealed grant opens only at a login.
+        let mut sealed = account(1, GrantKind::RefreshToken, Some(now - 15 * DAY));
+        sealed.sealing = Sealing::Password;
+        assert!(!is_due(&sealed, now, idle));
     }
 
     #[test]

@@ -5,10 +5,15 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use oxbridge_broker::AppRegistration;
 use oxbridge_server::{open_store, Config};
-use oxbridge_store::{Account, AccountStatus, CredentialStore, NewAccount, NewGrant, PasswordInfo};
+use oxbridge_store::{
+    Account, AccountStatus, CredentialStore, NewAccount, NewGrant, PasswordInfo, Sealing,
+    StoreError,
+};
 use oxbridge_wire::{Protocol, Secret};
 
-use crate::cli::{AccountArgs, AccountCommand, OptionalPasswordSource, PasswordSource};
+use crate::cli::{
+    AccountArgs, AccountCommand, CurrentPasswordSource, OptionalPasswordSource, PasswordSource,
+};
 use crate::{consent, load_config, secret_input, when};
 
 pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
@@ -22,10 +27,29 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
             protocols,
             identities,
             grant,
+            password_sealed,
             sign_in,
             password,
         } => {
             let registration = app_registration(&config, &app, &args.config)?;
+            let sealing = if password_sealed {
+                if grant.client_credentials || grant.password_grant {
+                    bail!(
+                        "--password-sealed needs a delegated grant (--device-code, --browser or \
+                         --refresh-token-file): app-only and password-grant accounts keep no \
+                         refresh token to seal"
+                    );
+                }
+                if config.relay.iter().any(|rule| rule.account == user) {
+                    bail!(
+                        "a [[relay]] rule names {user:?}: relaying needs a grant the server can \
+                         open without a password, so this account cannot be password-sealed"
+                    );
+                }
+                Sealing::Password
+            } else {
+                Sealing::MasterKey
+            };
             let protocols = protocols
                 .iter()
                 .map(|p| p.parse::<Protocol>())
@@ -55,7 +79,7 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
             } else if grant.device_code || grant.browser {
                 let who = format!("{user} ({mailbox})");
                 NewGrant::RefreshToken(
-                    consent::sign_in(&registration, &who, grant.browser, &sign_in).await?,
+                    consent::sign_in(&registration, &who, grant.browser, &sign_in, None).await?,
                 )
             } else {
                 NewGrant::ClientCredentials
@@ -68,6 +92,7 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
                     protocols,
                     grant,
                     password,
+                    sealing,
                 })
                 .await?;
             for (protocol, address) in &identities {
@@ -113,7 +138,17 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
             revoke,
             list,
             password,
-        } => passwd(store.as_ref(), &user, add, revoke, list, &password).await?,
+            current,
+        } => {
+            let change = PasswordChange {
+                add,
+                revoke,
+                list,
+                source: &password,
+                current: &current,
+            };
+            passwd(store.as_ref(), &user, change).await?
+        }
         AccountCommand::ImportToken {
             user,
             refresh_token_file,
@@ -126,6 +161,8 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
             user,
             browser,
             sign_in,
+            password,
+            reset_passwords,
         } => {
             let account = store
                 .account(&user)
@@ -133,9 +170,38 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("no account {user:?}"))?;
             let registration = app_registration(&config, &account.app, &args.config)?;
             let who = format!("{} ({})", account.name, account.mailbox);
-            let token = consent::sign_in(&registration, &who, browser, &sign_in).await?;
-            store.import_refresh_token(&user, &token).await?;
-            println!("signed in: the grant of {user:?} is stored and the account is active");
+            let claims = account.pending_claims().map(str::to_owned);
+            if claims.is_some() {
+                println!("Passing on the claims challenge Entra sent with the last failure.");
+            }
+            if account.password_sealed() {
+                let password =
+                    sealed_consent_password(store.as_ref(), &account, &password, reset_passwords)
+                        .await?;
+                let token =
+                    consent::sign_in(&registration, &who, browser, &sign_in, claims.as_deref())
+                        .await?;
+                let removed = store
+                    .reseal_grant(&user, &token, &password, reset_passwords)
+                    .await?;
+                println!("signed in: the grant of {user:?} is sealed under its passwords and the account is active");
+                if !removed.is_empty() {
+                    println!(
+                        "passwords removed (add them again with `oxbridge account passwd {user} \
+                         --add NAME`): {}",
+                        removed.join(", ")
+                    );
+                }
+            } else {
+                if read_optional_password(&password)?.is_some() || reset_passwords {
+                    bail!("{user:?} is not password-sealed: consent takes no password");
+                }
+                let token =
+                    consent::sign_in(&registration, &who, browser, &sign_in, claims.as_deref())
+                        .await?;
+                store.import_refresh_token(&user, &token).await?;
+                println!("signed in: the grant of {user:?} is stored and the account is active");
+            }
         }
         AccountCommand::Identity {
             user,
@@ -156,16 +222,61 @@ pub async fn run(args: AccountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The password for resealing a password-sealed account's new grant, checked before anyone
+/// signs in: it must open one of the account's key slots, unless all are being replaced.
+async fn sealed_consent_password(
+    store: &dyn CredentialStore,
+    account: &Account,
+    source: &OptionalPasswordSource,
+    reset_passwords: bool,
+) -> anyhow::Result<Secret> {
+    let user = &account.name;
+    let Some(password) = read_optional_password(source)? else {
+        bail!(
+            "{user:?} is password-sealed: give one of its passwords with --password-stdin or \
+             --password-file (or, if all are forgotten, a new one with --reset-passwords)"
+        );
+    };
+    if !reset_passwords {
+        let opens = match store.open_grant_key(account.id, &password).await {
+            Ok(key) => key.is_some(),
+            Err(StoreError::Sealed(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !opens {
+            bail!(
+                "the password given is none of {user:?}'s passwords; give one of them to keep \
+                 them all, or --reset-passwords to make it the only one"
+            );
+        }
+    }
+    Ok(password)
+}
+
+/// What `passwd` was asked to do.
+struct PasswordChange<'a> {
+    add: Option<String>,
+    revoke: Option<String>,
+    list: bool,
+    source: &'a OptionalPasswordSource,
+    current: &'a CurrentPasswordSource,
+}
+
 /// `passwd`: replace the default password, or add, revoke or list named ones.
 async fn passwd(
     store: &dyn CredentialStore,
     user: &str,
-    add: Option<String>,
-    revoke: Option<String>,
-    list: bool,
-    source: &OptionalPasswordSource,
+    change: PasswordChange<'_>,
 ) -> anyhow::Result<()> {
+    let PasswordChange {
+        add,
+        revoke,
+        list,
+        source,
+        current,
+    } = change;
     let has_source = source.password_stdin || source.password_file.is_some();
+    let has_current = current.current_password_stdin || current.current_password_file.is_some();
     if list {
         for p in store.passwords(user).await? {
             println!(
@@ -178,7 +289,7 @@ async fn passwd(
         return Ok(());
     }
     if let Some(name) = revoke {
-        if has_source {
+        if has_source || has_current {
             bail!("--revoke takes no password");
         }
         if !store.revoke_password(user, &name).await? {
@@ -189,30 +300,66 @@ async fn passwd(
         );
         return Ok(());
     }
-    let Some(password) = read_optional_password(source)? else {
+    if !has_source {
         bail!("give the password with --password-stdin or --password-file");
-    };
+    }
+    let account = store
+        .account(user)
+        .await?
+        .with_context(|| format!("no account {user:?}"))?;
+    if account.password_sealed() && !has_current {
+        bail!(
+            "{user:?} is password-sealed: a new password needs one of its current passwords \
+             (--current-password-file or --current-password-stdin), which opens the grant for it"
+        );
+    }
+    if !account.password_sealed() && has_current {
+        bail!("{user:?} is not password-sealed: no current password is needed");
+    }
+    let (current, password) = read_change_passwords(source, current)?;
     match add {
         Some(name) => {
-            let account = store
-                .account(user)
-                .await?
-                .with_context(|| format!("no account {user:?}"))?;
             if account.grant == oxbridge_store::GrantKind::Password {
                 bail!(
                     "{user:?} uses the password grant: its password is the user's Entra \
                      password, so it cannot have app passwords"
                 );
             }
-            store.add_password(user, &name, &password).await?;
+            store
+                .add_password(user, &name, &password, current.as_ref())
+                .await?;
             println!("password {name:?} added to {user:?}");
         }
         None => {
-            store.set_password(user, &password).await?;
+            store
+                .set_password(user, &password, current.as_ref())
+                .await?;
             println!("password of {user:?} changed");
         }
     }
     Ok(())
+}
+
+/// The current password (if asked for) and the new one; both on stdin means two lines.
+fn read_change_passwords(
+    source: &OptionalPasswordSource,
+    current: &CurrentPasswordSource,
+) -> anyhow::Result<(Option<Secret>, Secret)> {
+    if current.current_password_stdin && source.password_stdin {
+        let (current, new) = secret_input::two_from_stdin()?;
+        return Ok((Some(current), new));
+    }
+    let current = match (
+        &current.current_password_file,
+        current.current_password_stdin,
+    ) {
+        (Some(path), _) => Some(secret_input::from_file(path)?),
+        (None, true) => Some(secret_input::from_stdin()?),
+        (None, false) => None,
+    };
+    let new = read_optional_password(source)?
+        .context("give the password with --password-stdin or --password-file")?;
+    Ok((current, new))
 }
 
 /// The `[[app]]` named `name`, with its secret or certificate, for a sign-in.
@@ -310,6 +457,9 @@ fn print_account(a: &Account, passwords: &[PasswordInfo]) {
     }
     println!("app:              {}", a.app);
     println!("grant:            {}", a.grant.as_str());
+    if a.password_sealed() {
+        println!("sealing:          password-sealed (refreshed only at login: no background refresh, no relay)");
+    }
     println!("protocols:        {}", protocols(a));
     println!("status:           {}", a.status.as_str());
     if let Some(reason) = &a.status_reason {
@@ -358,6 +508,12 @@ fn print_account(a: &Account, passwords: &[PasswordInfo]) {
         }
         None => println!("last failure:     none"),
     }
+    if a.pending_claims().is_some() {
+        println!(
+            "claims challenge: pending; `oxbridge account consent {}` passes it on to the sign-in",
+            a.name
+        );
+    }
     println!("passwords:");
     for p in passwords {
         println!(
@@ -381,6 +537,8 @@ fn to_json(a: &Account, passwords: Option<&[PasswordInfo]>) -> serde_json::Value
         "identities": identities,
         "app": a.app,
         "grant": a.grant.as_str(),
+        "sealing": a.sealing.as_str(),
+        "password_sealed": a.password_sealed(),
         "protocols": a.protocols.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "status": a.status.as_str(),
         "status_reason": a.status_reason,
@@ -390,6 +548,8 @@ fn to_json(a: &Account, passwords: Option<&[PasswordInfo]>) -> serde_json::Value
         "refresh_token_updated_at": a.refresh_token_updated_at,
         "health": {
             "state": health_word(a),
+            "refresh": if a.password_sealed() { "sealed: refreshed only at login" } else { "background" },
+            "claims_challenge_pending": a.pending_claims().is_some(),
             "last_refresh_at": a.health.last_refresh_at,
             "access_token_expires_at": a.health.access_token_expires_at,
             "last_failure": a.health.last_failure.as_ref().map(|f| serde_json::json!({
@@ -397,6 +557,7 @@ fn to_json(a: &Account, passwords: Option<&[PasswordInfo]>) -> serde_json::Value
                 "class": f.class,
                 "codes": f.codes,
                 "reason": f.reason,
+                "claims": f.claims,
             })),
         },
     });

@@ -40,6 +40,8 @@ pub enum Command {
     Account(Box<AccountArgs>),
     /// Whole-store operations: migrate between SQLite and PostgreSQL.
     Store(crate::store::StoreArgs),
+    /// Entra app registrations: the admin-consent URL.
+    App(crate::app::AppArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +125,20 @@ pub struct GrantSource {
     pub password_grant: bool,
 }
 
+/// One of the account's current passwords, which opens a password-sealed grant: from a
+/// file, or from standard input (when the new password also comes from standard input, the
+/// current one is its first line and the new one its second).
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct CurrentPasswordSource {
+    /// Read one of the account's current passwords from standard input.
+    #[arg(long)]
+    pub current_password_stdin: bool,
+    /// Read one of the account's current passwords from a file.
+    #[arg(long, value_name = "PATH")]
+    pub current_password_file: Option<PathBuf>,
+}
+
 /// How an interactive sign-in runs (`consent`, `add --device-code|--browser`).
 #[derive(Debug, Args)]
 pub struct SignInOptions {
@@ -158,6 +174,11 @@ pub enum AccountCommand {
         identities: Vec<String>,
         #[command(flatten)]
         grant: GrantSource,
+        /// Seal the refresh token under the local password as well (Argon2id key slots), so
+        /// the database and the master key alone cannot yield it. Delegated grants only; such
+        /// an account is refreshed only at logins (no background refresh, no relay rules).
+        #[arg(long)]
+        password_sealed: bool,
         #[command(flatten)]
         sign_in: SignInOptions,
         #[command(flatten)]
@@ -193,9 +214,13 @@ pub enum AccountCommand {
         list: bool,
         #[command(flatten)]
         password: OptionalPasswordSource,
+        /// A password-sealed account needs one of its current passwords to add or change one.
+        #[command(flatten)]
+        current: CurrentPasswordSource,
     },
     /// Sign in again for a delegated account (device code by default, or --browser) and
-    /// store the new refresh token; the account becomes active.
+    /// store the new refresh token; the account becomes active. A pending claims challenge
+    /// (Conditional Access, MFA) is passed on to the sign-in.
     Consent {
         user: String,
         /// Use a browser on this machine (auth code + PKCE) instead of a device code.
@@ -203,6 +228,13 @@ pub enum AccountCommand {
         browser: bool,
         #[command(flatten)]
         sign_in: SignInOptions,
+        /// A password-sealed account needs one of its passwords to seal the new grant.
+        #[command(flatten)]
+        password: OptionalPasswordSource,
+        /// Password-sealed account whose passwords are all forgotten: the password given
+        /// becomes its only one, under a new grant key; the others are removed.
+        #[arg(long)]
+        reset_passwords: bool,
     },
     /// Set or clear the XOAUTH2 user= an account presents for one protocol.
     Identity {

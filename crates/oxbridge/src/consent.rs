@@ -24,18 +24,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a non-terminal gets a "still waiting" line.
 const QUIET_PERIOD: Duration = Duration::from_secs(60);
 
-/// Signs in for `app` and returns the refresh token. `who` names the account in messages.
+/// Signs in for `app` and returns the refresh token. `who` names the account in messages;
+/// `claims` is a pending claims challenge to pass on (Conditional Access, MFA).
 pub async fn sign_in(
     app: &AppRegistration,
     who: &str,
     browser: bool,
     options: &SignInOptions,
+    claims: Option<&str>,
 ) -> anyhow::Result<Secret> {
     let consent = Consent::new(app, REQUEST_TIMEOUT)?;
     let result = if browser {
-        browser_sign_in(&consent, who, options).await
+        browser_sign_in(&consent, who, options, claims).await
     } else {
-        device_code_sign_in(&consent, who).await
+        device_code_sign_in(&consent, who, claims).await
     };
     result.map_err(|e| match e {
         Failure::Consent(e) => anyhow::anyhow!("sign-in for {who} failed: {e}"),
@@ -60,8 +62,12 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-async fn device_code_sign_in(consent: &Consent, who: &str) -> Result<Secret, Failure> {
-    let code = consent.start_device_code().await?;
+async fn device_code_sign_in(
+    consent: &Consent,
+    who: &str,
+    claims: Option<&str>,
+) -> Result<Secret, Failure> {
+    let code = consent.start_device_code(claims).await?;
     let expires = code.expires_in();
     println!("To sign in for {who}, open this page in any browser:");
     println!();
@@ -87,13 +93,15 @@ async fn browser_sign_in(
     consent: &Consent,
     who: &str,
     options: &SignInOptions,
+    claims: Option<&str>,
 ) -> Result<Secret, Failure> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.redirect_port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.redirect_port))?;
     let port = listener.local_addr().context("loopback address")?.port();
     let redirect = format!("http://localhost:{port}/");
-    let request = consent.authorization_request(&redirect, options.login_hint.as_deref())?;
+    let request =
+        consent.authorization_request(&redirect, options.login_hint.as_deref(), claims)?;
     println!("To sign in for {who}, open this URL in a browser on this machine:");
     println!();
     println!("    {}", request.url);

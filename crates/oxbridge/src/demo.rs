@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             protocols: vec![Protocol::Imap, Protocol::Pop3, Protocol::Smtp],
             grant: NewGrant::RefreshToken(Secret::from(refresh_token)),
             password: Secret::from(password.as_str()),
+            sealing: Default::default(),
         })
         .await?;
     drop(store);

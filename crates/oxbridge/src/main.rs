@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod account;
+mod app;
 mod cli;
 mod consent;
 mod demo;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Account(args) => account::run(*args).await,
             Command::Store(args) => store::run(args).await,
+            Command::App(args) => app::run(args),
         }
     });
     match result {

@@ -21,6 +21,20 @@ pub fn from_file(path: &Path) -> anyhow::Result<Secret> {
     finish(bytes)
 }
 
+/// Reads two secrets from stdin, one per line (the first line break separates them).
+pub fn two_from_stdin() -> anyhow::Result<(Secret, Secret)> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    let at = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .context("standard input must hold two lines: the current password, then the new one")?;
+    let second = bytes.split_off(at + 1);
+    Ok((finish(bytes)?, finish(second)?))
+}
+
 fn finish(mut bytes: Vec<u8>) -> anyhow::Result<Secret> {
     if bytes.ends_with(b"\n") {
         bytes.pop();

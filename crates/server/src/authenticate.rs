@@ -220,7 +220,7 @@ impl Authenticator {
             Ok(_) => {
                 if let Err(e) = self
                     .store
-                    .set_password(&account.name, &login.password)
+                    .set_password(&account.name, &login.password, None)
                     .await
                 {
                     tracing::warn!(account = %account.name, error = %e, "could not update the password verifier");
@@ -248,6 +248,16 @@ impl Authenticator {
             return Err((Refusal::Relay(RelayRejection::SenderNotAllowed), None));
         }
         let account = match self.store.account(&rule.account).await {
+            // A sealed grant opens only with a password, and a relay brings none: refused
+            // every time rather than working until the cached access token runs out.
+            Ok(Some(account)) if account.password_sealed() => {
+                tracing::warn!(
+                    account = %rule.account,
+                    "a relay rule names a password-sealed account, which only a login can \
+                     refresh; point the rule at an account that is not password-sealed"
+                );
+                return Err((LoginRejection::NotPermitted.into(), Some(account.mailbox)));
+            }
             Ok(Some(account)) => account,
             Ok(None) => {
                 tracing::warn!(account = %rule.account, "a relay rule names an account that does not exist");
@@ -302,6 +312,10 @@ impl Authenticator {
                         }
                         Err(PasswordGrantError::Token(e)) => Err(e),
                     }
+                }
+                // A password-sealed grant: the login's password opens it if a refresh is due.
+                (GrantKind::RefreshToken, Some(password)) if account.password_sealed() => {
+                    self.broker.access_token_unsealing(&account, password).await
                 }
                 _ => self.broker.access_token(&account).await,
             };

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use oxbridge_wire::{Protocol, Secret};
 
 use crate::error::StoreError;
+use crate::grant_key::Sealing;
 
 /// Which OAuth grant the broker uses for an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,8 @@ pub struct Account {
     pub identities: BTreeMap<Protocol, String>,
     /// What the broker last saw of this account's grant, for operators and alerts.
     pub health: GrantHealth,
+    /// How the refresh token is sealed; [`Sealing::Password`] grants open only at a login.
+    pub sealing: Sealing,
 }
 
 /// `last_login_at` is only rewritten when older than this (seconds): a device polling every
@@ -142,6 +145,30 @@ impl Account {
     /// Whether this account may log in over `protocol`.
     pub fn allows(&self, protocol: Protocol) -> bool {
         self.protocols.contains(&protocol)
+    }
+
+    /// Whether the grant is sealed under the account's passwords, so that only a login (which
+    /// brings one) can refresh it: not the background refresh, not a relay rule.
+    pub fn password_sealed(&self) -> bool {
+        self.sealing == Sealing::Password
+    }
+
+    /// The claims challenge of the last failure, while no success or new grant came after
+    /// it: what the next interactive sign-in must pass on. Times have one-second resolution;
+    /// within the same second the challenge counts as still pending (passing on a satisfied
+    /// challenge is harmless, dropping a live one is not).
+    pub fn pending_claims(&self) -> Option<&str> {
+        let failure = self.health.last_failure.as_ref()?;
+        let since = self
+            .health
+            .last_refresh_at
+            .into_iter()
+            .chain(self.refresh_token_updated_at)
+            .max();
+        if since.is_some_and(|t| t > failure.at) {
+            return None;
+        }
+        failure.claims.as_deref()
     }
 
     /// The XOAUTH2 `user=` to present upstream for `protocol`.
@@ -179,6 +206,24 @@ pub struct GrantFailure {
     pub codes: Vec<u32>,
     /// Short, secret-free description, with the next step for the operator where known.
     pub reason: String,
+    /// A Conditional Access claims challenge that came with the failure (EXCHANGE.md §4.7),
+    /// to be passed on at the next interactive sign-in. Not a secret; at most [`MAX_CLAIMS`]
+    /// bytes (a longer one is not kept: cut short it would be useless).
+    pub claims: Option<String>,
+}
+
+/// Longest claims challenge kept with a grant failure. Real ones name a few policy ids and
+/// are a few hundred bytes.
+pub const MAX_CLAIMS: usize = 4096;
+
+impl GrantFailure {
+    /// `claims` if it is non-empty and within [`MAX_CLAIMS`].
+    pub fn bounded_claims(claims: Option<&str>) -> Option<String> {
+        claims
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CLAIMS)
+            .map(str::to_owned)
+    }
 }
 
 /// A named local password of an account, without its verifier.
@@ -211,6 +256,9 @@ pub struct NewAccount {
     pub protocols: Vec<Protocol>,
     pub grant: NewGrant,
     pub password: Secret,
+    /// [`Sealing::Password`] seals the refresh token under the password as well (delegated
+    /// grants only).
+    pub sealing: Sealing,
 }
 
 impl NewAccount {
@@ -227,6 +275,13 @@ impl NewAccount {
             ));
         }
         validate_password(&self.password)?;
+        if self.sealing == Sealing::Password && !matches!(self.grant, NewGrant::RefreshToken(_)) {
+            return Err(StoreError::Invalid(
+                "only delegated grants (device code, browser, imported refresh token) can be \
+                 password-sealed: app-only and password-grant accounts keep no refresh token"
+                    .into(),
+            ));
+        }
         if let NewGrant::RefreshToken(token) = &self.grant {
             if token.is_empty() {
                 return Err(StoreError::Invalid(
@@ -323,6 +378,7 @@ mod tests {
             protocols: vec![Protocol::Smtp],
             grant: NewGrant::ClientCredentials,
             password: Secret::from("pw"),
+            sealing: Sealing::MasterKey,
         }
     }
 
@@ -360,7 +416,7 @@ mod tests {
     #[test]
     fn validation_rejects_bad_input() {
         assert!(sample().validate().is_ok());
-        let cases: [fn(&mut NewAccount); 10] = [
+        let cases: [fn(&mut NewAccount); 11] = [
             |a| a.name = String::new(),
             |a| a.name = "two words".into(),
             |a| a.name = "tab\there".into(),
@@ -371,6 +427,7 @@ mod tests {
             |a| a.protocols.clear(),
             |a| a.password = Secret::default(),
             |a| a.grant = NewGrant::RefreshToken(Secret::default()),
+            |a| a.sealing = Sealing::Password,
         ];
         for (i, change) in cases.iter().enumerate() {
             let mut account = sample();
@@ -399,6 +456,7 @@ mod tests {
             refresh_token_updated_at: None,
             identities: BTreeMap::new(),
             health: GrantHealth::default(),
+            sealing: Sealing::MasterKey,
         };
         assert!(account.allows(Protocol::Imap));
         assert!(!account.allows(Protocol::Smtp));
@@ -452,6 +510,7 @@ mod tests {
             refresh_token_updated_at: None,
             identities,
             health: GrantHealth::default(),
+            sealing: Sealing::MasterKey,
         };
         assert_eq!(account.mailbox_for(Protocol::Imap), "shared@b");
         assert_eq!(account.mailbox_for(Protocol::Pop3), "shared@b");

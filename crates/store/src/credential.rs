@@ -4,6 +4,7 @@ use oxbridge_wire::{Protocol, Secret};
 
 use crate::account::{Account, AccountStatus, GrantFailure, NewAccount, PasswordInfo};
 use crate::error::StoreError;
+use crate::grant_key::GrantKey;
 
 /// An access token kept sealed in a shared store so every replica can use it, with the grant
 /// version it was stored under. Only [`CredentialStore::is_shared`] stores keep these; the
@@ -32,14 +33,17 @@ pub trait RefreshLock: Send {
     fn shared_token(&self) -> Option<SharedToken>;
 
     /// The newest stored refresh token, read under the lock, so a replica never uses one
-    /// older than what another replica stored.
-    async fn refresh_token(&mut self) -> Result<Option<Secret>, StoreError>;
+    /// older than what another replica stored. A password-sealed grant needs its `key`.
+    async fn refresh_token(&mut self, key: Option<&GrantKey>)
+        -> Result<Option<Secret>, StoreError>;
 
     /// Stores a request's outcome in one transaction and releases the lock: the rotated
-    /// refresh token (if any) and the new access token, sealed; returns the new version.
+    /// refresh token (if any; sealed under `key` too for a password-sealed grant) and the new
+    /// access token, sealed; returns the new version.
     async fn commit(
         self: Box<Self>,
         rotated: Option<&Secret>,
+        key: Option<&GrantKey>,
         access_token: &Secret,
         expires_at: i64,
     ) -> Result<i64, StoreError>;
@@ -62,15 +66,21 @@ pub trait CredentialStore: Send + Sync + 'static {
         password: &Secret,
     ) -> Result<Option<Account>, StoreError>;
 
-    /// The account's refresh token, unsealed; `None` if it has none.
-    async fn refresh_token(&self, account_id: i64) -> Result<Option<Secret>, StoreError>;
+    /// The account's refresh token, unsealed; `None` if it has none. A password-sealed grant
+    /// needs its `key` (see [`CredentialStore::open_grant_key`]), else [`StoreError::Sealed`].
+    async fn refresh_token(
+        &self,
+        account_id: i64,
+        key: Option<&GrantKey>,
+    ) -> Result<Option<Secret>, StoreError>;
 
     /// Stores a rotated refresh token atomically and durably (committed before returning),
-    /// and sets `refresh_token_updated_at`.
+    /// and sets `refresh_token_updated_at`. A password-sealed grant is sealed under `key`.
     async fn replace_refresh_token(
         &self,
         account_id: i64,
         token: &Secret,
+        key: Option<&GrantKey>,
     ) -> Result<(), StoreError>;
 
     /// Records why an account can or cannot log in, e.g. needs re-consent after AADSTS70008.
@@ -96,11 +106,18 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// Deletes an account with its secrets; `false` if there was none.
     async fn remove_account(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Replaces the account's password; the old one stops working at once.
-    async fn set_password(&self, name: &str, password: &Secret) -> Result<(), StoreError>;
+    /// Replaces the account's password; the old one stops working at once. A password-sealed
+    /// account needs one of its `current` passwords to give the new one a key slot.
+    async fn set_password(
+        &self,
+        name: &str,
+        password: &Secret,
+        current: Option<&Secret>,
+    ) -> Result<(), StoreError>;
 
     /// Stores a refresh token obtained elsewhere; sets the grant to refresh token and the
-    /// status to active.
+    /// status to active. Refused for a password-sealed account (see
+    /// [`CredentialStore::reseal_grant`]).
     async fn import_refresh_token(&self, name: &str, token: &Secret) -> Result<(), StoreError>;
 
     // The methods below were added for onboarding and grant health. Their defaults let a
@@ -108,11 +125,14 @@ pub trait CredentialStore: Send + Sync + 'static {
     // sensibly: health is not recorded, named passwords and identities are refused.
 
     /// Adds a named local password (one per device or application); the others keep working.
+    /// A password-sealed account needs one of its `current` passwords, which opens the grant
+    /// key for the new password's key slot.
     async fn add_password(
         &self,
         _name: &str,
         _password_name: &str,
         _password: &Secret,
+        _current: Option<&Secret>,
     ) -> Result<(), StoreError> {
         Err(StoreError::Invalid(
             "this store does not support named passwords".into(),
@@ -173,6 +193,36 @@ pub trait CredentialStore: Send + Sync + 'static {
         self.set_status(account_id, AccountStatus::NeedsReconsent, Some(reason))
             .await
             .map(|()| true)
+    }
+
+    /// The grant key of a password-sealed account, unwrapped with `password` (one of its
+    /// passwords, as a login just presented it); `None` if the password opens no key slot.
+    /// Costs up to two Argon2 runs, so the broker asks only when a refresh is due.
+    async fn open_grant_key(
+        &self,
+        _account_id: i64,
+        _password: &Secret,
+    ) -> Result<Option<GrantKey>, StoreError> {
+        Err(StoreError::Invalid(
+            "this store does not support password-sealed grants".into(),
+        ))
+    }
+
+    /// Stores a new refresh token (after a new sign-in) for a password-sealed account and
+    /// activates it. If `password` opens one of the account's key slots, the token is sealed
+    /// under the existing grant key and every password keeps working. Otherwise, only with
+    /// `reset_passwords` (every password forgotten): a fresh grant key, and `password` becomes
+    /// the account's only password (`default`). Returns the names of the passwords removed.
+    async fn reseal_grant(
+        &self,
+        _name: &str,
+        _token: &Secret,
+        _password: &Secret,
+        _reset_passwords: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::Invalid(
+            "this store does not support password-sealed grants".into(),
+        ))
     }
 
     // Shared stores (several replicas): the broker coordinates refreshes and shares access

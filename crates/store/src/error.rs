@@ -27,6 +27,10 @@ pub enum StoreError {
     /// Master key problems: missing, readable by others, wrong length, not base64.
     #[error("master key: {0}")]
     Key(String),
+    /// A password-sealed grant was asked for without one of the account's passwords (the
+    /// background refresh, a relay rule), or with a password that opens none of its slots.
+    #[error("sealed grant: {0}")]
+    Sealed(String),
 }
 
 impl StoreError {

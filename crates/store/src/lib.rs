@@ -10,6 +10,8 @@
 //!   device), all checked with a single Argon2 run;
 //! - refresh tokens are sealed with XChaCha20-Poly1305 under the [`MasterKey`], bound to
 //!   their row, so a copied database alone or a blob moved between rows yields nothing;
+//!   password-sealed accounts add a per-account [`GrantKey`] that only their passwords
+//!   unwrap, so not even the database with the master key yields their token;
 //! - the embedded backend is one SQLite file ([`SqliteStore`]) with versioned migrations
 //!   ([`schema`]).
 //!
@@ -26,6 +28,7 @@ pub mod account;
 mod credential;
 pub mod error;
 mod files;
+mod grant_key;
 pub mod key;
 mod login_cache;
 mod password;
@@ -37,10 +40,11 @@ pub mod transfer;
 
 pub use account::{
     Account, AccountStatus, GrantFailure, GrantHealth, GrantKind, NewAccount, NewGrant,
-    PasswordInfo, MAX_PASSWORDS,
+    PasswordInfo, MAX_CLAIMS, MAX_PASSWORDS,
 };
 pub use credential::{CredentialStore, RefreshLock, SharedToken};
 pub use error::StoreError;
+pub use grant_key::{GrantKey, Sealing};
 pub use key::MasterKey;
 pub use pg::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;

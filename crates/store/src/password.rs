@@ -104,7 +104,9 @@ impl Argon2Pool {
         .await?
     }
 
-    async fn run<T: Send + 'static>(
+    /// Runs blocking Argon2 work (verifiers, key slots of password-sealed grants) on the
+    /// blocking pool, under this pool's bound.
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, StoreError> {

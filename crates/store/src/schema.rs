@@ -122,6 +122,17 @@ DROP TABLE accounts;
 ALTER TABLE accounts_v3 RENAME TO accounts;
 ALTER TABLE account_passwords_v3 RENAME TO account_passwords;
 "#,
+    // Version 4: password-sealed grants and pending claims challenges.
+    // - `sealing`: 'master-key' (as before) or 'password'; checked where rows are read.
+    // - `key_slot`: the account's grant key wrapped under a key derived from this password
+    //   (password-sealed accounts only; see `grant_key.rs`).
+    // - `last_failure_claims`: the claims challenge of the last failure, passed on at the next
+    //   interactive sign-in.
+    r#"
+ALTER TABLE accounts ADD COLUMN sealing TEXT NOT NULL DEFAULT 'master-key';
+ALTER TABLE accounts ADD COLUMN last_failure_claims TEXT;
+ALTER TABLE account_passwords ADD COLUMN key_slot BLOB;
+"#,
 ];
 
 /// The schema version this build writes.

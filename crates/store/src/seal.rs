@@ -1,4 +1,5 @@
-//! Sealing secrets at rest with XChaCha20-Poly1305 under the master key.
+//! Sealing secrets at rest with XChaCha20-Poly1305 under the master key (or, for
+//! password-sealed grants, under a per-account grant key: see `grant_key`).
 //!
 //! A sealed blob is `version (1 byte) || nonce (24 bytes) || ciphertext+tag`. The associated
 //! data names the purpose and the row, so a blob copied to another account (or used for
@@ -26,6 +27,11 @@ pub(crate) enum Purpose {
     KeyCheck,
     /// The access token shared between replicas (PostgreSQL store) of this account id.
     AccessToken(i64),
+    /// The inner layer of a password-sealed refresh token: sealed under the account's grant
+    /// key, then sealed again under the master key as [`Purpose::RefreshToken`].
+    SealedRefreshToken(i64),
+    /// The grant key of this account, wrapped under a key derived from one of its passwords.
+    GrantKey(i64),
 }
 
 impl Purpose {
@@ -34,6 +40,10 @@ impl Purpose {
             Purpose::RefreshToken(id) => format!("oxbridge/v1/refresh_token/{id}").into_bytes(),
             Purpose::KeyCheck => b"oxbridge/v1/key_check".to_vec(),
             Purpose::AccessToken(id) => format!("oxbridge/v1/access_token/{id}").into_bytes(),
+            Purpose::SealedRefreshToken(id) => {
+                format!("oxbridge/v1/sealed_refresh_token/{id}").into_bytes()
+            }
+            Purpose::GrantKey(id) => format!("oxbridge/v1/grant_key/{id}").into_bytes(),
         }
     }
 }
@@ -44,7 +54,26 @@ pub(crate) fn seal(
     purpose: Purpose,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
-    let cipher = XChaCha20Poly1305::new(key.bytes().into());
+    seal_with(key.bytes(), purpose, plaintext)
+}
+
+/// Opens a blob sealed for `purpose`; any mismatch (other key, other row, tampering) is
+/// [`StoreError::Corrupt`], deliberately without saying which.
+pub(crate) fn open(
+    key: &MasterKey,
+    purpose: Purpose,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    open_with(key.bytes(), purpose, blob)
+}
+
+/// [`seal`] under any 32-byte key (a grant key, or a key derived from a password).
+pub(crate) fn seal_with(
+    key: &[u8; 32],
+    purpose: Purpose,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let cipher = XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let aad = purpose.associated_data();
@@ -64,10 +93,9 @@ pub(crate) fn seal(
     Ok(blob)
 }
 
-/// Opens a blob sealed for `purpose`; any mismatch (other key, other row, tampering) is
-/// [`StoreError::Corrupt`], deliberately without saying which.
-pub(crate) fn open(
-    key: &MasterKey,
+/// [`open`] under any 32-byte key.
+pub(crate) fn open_with(
+    key: &[u8; 32],
     purpose: Purpose,
     blob: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
@@ -83,7 +111,7 @@ pub(crate) fn open(
         return Err(StoreError::Corrupt("sealed value is truncated".into()));
     }
     let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new(key.bytes().into());
+    let cipher = XChaCha20Poly1305::new(key.into());
     let aad = purpose.associated_data();
     cipher
         .decrypt(

@@ -101,6 +101,8 @@ const ACCOUNT_COLUMNS: &[(&str, Kind)] = &[
     ("last_failure_class", Kind::Text),
     ("last_failure_codes", Kind::Text),
     ("last_failure_reason", Kind::Text),
+    ("sealing", Kind::Text),
+    ("last_failure_claims", Kind::Text),
 ];
 
 const PASSWORD_COLUMNS: &[(&str, Kind)] = &[
@@ -109,6 +111,7 @@ const PASSWORD_COLUMNS: &[(&str, Kind)] = &[
     ("hash", Kind::Text),
     ("created_at", Kind::Int),
     ("last_used_at", Kind::Int),
+    ("key_slot", Kind::Blob),
 ];
 
 const META_COLUMNS: &[(&str, Kind)] = &[("key", Kind::Text), ("value", Kind::Blob)];
@@ -429,7 +432,8 @@ async fn write(location: &Location, dump: Dump) -> Result<Copied, StoreError> {
 }
 
 /// Reads the target back: the counts match and every sealed refresh token opens under the
-/// key, bound to its account id.
+/// key, bound to its account id (for a password-sealed account, its outer layer: the inner
+/// one needs a password and is copied byte for byte like the key slots).
 async fn verify(location: &Location, key: &MasterKey, expected: Copied) -> Result<(), StoreError> {
     let dump = read(location).await?;
     let found = Copied {

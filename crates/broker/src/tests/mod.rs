@@ -50,6 +50,7 @@ fn account(id: i64, grant: GrantKind) -> Account {
         refresh_token_updated_at: None,
         identities: Default::default(),
         health: Default::default(),
+        sealing: Default::default(),
     }
 }
 

@@ -40,7 +40,7 @@ async fn device_code_polls_until_success() {
     ])
     .await;
     let consent = Consent::new(&app(&endpoint.authority), Duration::from_secs(5)).expect("builds");
-    let code = consent.start_device_code().await.expect("device code");
+    let code = consent.start_device_code(None).await.expect("device code");
     assert_eq!(code.user_code(), "GF3KQ8XLM");
     assert_eq!(code.verification_uri(), "https://microsoft.com/devicelogin");
     assert!(code.message().is_some_and(|m| m.contains("GF3KQ8XLM")));
@@ -69,7 +69,7 @@ async fn device_code_declined_and_expired() {
         let endpoint = FakeEndpoint::start(vec![device_code_body(0), canned]).await;
         let consent =
             Consent::new(&app(&endpoint.authority), Duration::from_secs(5)).expect("builds");
-        let code = consent.start_device_code().await.expect("device code");
+        let code = consent.start_device_code(None).await.expect("device code");
         let error = consent
             .finish_device_code(&code, |_| {})
             .await
@@ -92,7 +92,7 @@ async fn device_code_start_refused_is_classified() {
     )])
     .await;
     let consent = Consent::new(&app(&endpoint.authority), Duration::from_secs(5)).expect("builds");
-    let error = consent.start_device_code().await.expect_err("refused");
+    let error = consent.start_device_code(None).await.expect_err("refused");
     assert_eq!(error.class(), Some(crate::FailureClass::Configuration));
     assert!(error.to_string().contains("700016"), "{error}");
 }
@@ -103,7 +103,7 @@ async fn auth_code_with_pkce_checks_state_and_sends_the_verifier() {
         FakeEndpoint::start(vec![Canned::token("at", 3599, Some("rt-from-browser"))]).await;
     let consent = Consent::new(&app(&endpoint.authority), Duration::from_secs(5)).expect("builds");
     let request = consent
-        .authorization_request("http://localhost:53682/", Some("alex@contoso.com"))
+        .authorization_request("http://localhost:53682/", Some("alex@contoso.com"), None)
         .expect("request");
     let url = request.url.clone();
     assert!(url.contains("/oauth2/v2.0/authorize?"), "{url}");
@@ -131,7 +131,7 @@ async fn auth_code_with_pkce_checks_state_and_sends_the_verifier() {
         ..Callback::default()
     };
     let again = consent
-        .authorization_request("http://localhost:53682/", None)
+        .authorization_request("http://localhost:53682/", None, None)
         .expect("request");
     assert!(matches!(
         consent.redeem(again, &forged).await,
@@ -161,7 +161,7 @@ async fn authorize_errors_come_back_as_such() {
     let endpoint = FakeEndpoint::start(vec![]).await;
     let consent = Consent::new(&app(&endpoint.authority), Duration::from_secs(5)).expect("builds");
     let request = consent
-        .authorization_request("http://localhost:1/", None)
+        .authorization_request("http://localhost:1/", None, None)
         .expect("request");
     let state = request
         .url

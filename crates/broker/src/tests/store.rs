@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use oxbridge_store::{
-    Account, AccountStatus, CredentialStore, GrantFailure, NewAccount, StoreError,
+    Account, AccountStatus, CredentialStore, GrantFailure, GrantKey, NewAccount, StoreError,
 };
 use oxbridge_wire::Secret;
 
@@ -59,7 +59,11 @@ impl CredentialStore for MemoryStore {
         Err(not_here())
     }
 
-    async fn refresh_token(&self, account_id: i64) -> Result<Option<Secret>, StoreError> {
+    async fn refresh_token(
+        &self,
+        account_id: i64,
+        _key: Option<&GrantKey>,
+    ) -> Result<Option<Secret>, StoreError> {
         Ok(self
             .refresh_tokens
             .lock()
@@ -72,6 +76,7 @@ impl CredentialStore for MemoryStore {
         &self,
         account_id: i64,
         token: &Secret,
+        _key: Option<&GrantKey>,
     ) -> Result<(), StoreError> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("disk full".into()));
@@ -117,7 +122,12 @@ impl CredentialStore for MemoryStore {
         Ok(false)
     }
 
-    async fn set_password(&self, _name: &str, _password: &Secret) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        _name: &str,
+        _password: &Secret,
+        _current: Option<&Secret>,
+    ) -> Result<(), StoreError> {
         Err(not_here())
     }
 

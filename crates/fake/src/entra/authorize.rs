@@ -63,7 +63,7 @@ fn is_loopback(uri: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> AuthorizeReply {
+pub(super) fn redirect_to(redirect_uri: &str, params: &[(&str, &str)]) -> AuthorizeReply {
     let query: Vec<String> = params
         .iter()
         .map(|(k, v)| format!("{k}={}", encode(v)))
@@ -76,6 +76,7 @@ impl FakeEntra {
     /// `GET /{tenant}/oauth2/v2.0/authorize?…` with the raw query string.
     pub fn authorize(&self, tenant: &str, query: &str) -> AuthorizeReply {
         let q = parse_form(query.as_bytes());
+        self.note_claims(&q);
         let page = |text: &str| AuthorizeReply::Page {
             status: 400,
             text: text.to_string(),

@@ -64,6 +64,7 @@ impl FakeEntra {
             return Err(AadError::invalid_request(90002));
         }
         let form = parse_form(body);
+        self.note_claims(&form);
         let client_id = form
             .get("client_id")
             .filter(|c| !c.is_empty())

@@ -22,7 +22,17 @@ pub(crate) fn router(entra: FakeEntra) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode))
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+        .route("/{tenant}/adminconsent", get(admin_consent))
+        .route("/{tenant}/v2.0/adminconsent", get(admin_consent))
         .with_state(entra)
+}
+
+async fn admin_consent(
+    State(entra): State<FakeEntra>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    redirect_or_page(entra.admin_consent(&tenant, query.as_deref().unwrap_or("")))
 }
 
 async fn devicecode(
@@ -38,7 +48,12 @@ async fn authorize(
     Path(tenant): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match entra.authorize(&tenant, query.as_deref().unwrap_or("")) {
+    redirect_or_page(entra.authorize(&tenant, query.as_deref().unwrap_or("")))
+}
+
+/// `302 Found` to the redirect, or the error page.
+fn redirect_or_page(reply: AuthorizeReply) -> Response {
+    match reply {
         AuthorizeReply::Redirect(location) => match HeaderValue::from_str(&location) {
             Ok(value) => (StatusCode::FOUND, [(header::LOCATION, value)]).into_response(),
             Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),

@@ -4,6 +4,7 @@
 //! any AADSTS error. Access tokens it issues are recorded in the shared [`Directory`], where
 //! the protocol services look them up.
 
+mod admin_consent;
 mod assertion;
 mod authorize;
 mod device;
@@ -69,6 +70,8 @@ struct Switches {
     signed_in_user: Option<String>,
     /// An error /authorize redirects with instead of a code (e.g. `access_denied`).
     authorize_error: Option<String>,
+    /// The administrator declines admin consent.
+    admin_declines: bool,
 }
 
 impl Default for Switches {
@@ -85,6 +88,7 @@ impl Default for Switches {
             device_script: VecDeque::new(),
             signed_in_user: None,
             authorize_error: None,
+            admin_declines: false,
         }
     }
 }
@@ -105,6 +109,10 @@ struct State {
     user_passwords: Mutex<HashMap<String, String>>,
     /// Users whose sign-in requires MFA (the password grant then fails with AADSTS50076).
     mfa_users: Mutex<HashSet<String>>,
+    /// `claims` parameters received on /devicecode and /authorize, in order.
+    claims_received: Mutex<Vec<String>>,
+    /// Client ids an administrator granted admin consent to.
+    admin_consents: Mutex<HashSet<String>>,
 }
 
 /// Control handle of the fake token endpoint; cheap to clone.
@@ -133,6 +141,8 @@ impl FakeEntra {
                 seen_jtis: Mutex::new(HashSet::new()),
                 user_passwords: Mutex::new(HashMap::new()),
                 mfa_users: Mutex::new(HashSet::new()),
+                claims_received: Mutex::new(Vec::new()),
+                admin_consents: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -271,6 +281,18 @@ impl FakeEntra {
     /// Marks every access token issued so far as expired.
     pub fn expire_access_tokens(&self) {
         self.state.directory.expire_tokens();
+    }
+
+    /// Every `claims` parameter a sign-in brought to /devicecode or /authorize, in order: a
+    /// client passing on a claims challenge (EXCHANGE.md §4.8) shows up here.
+    pub fn claims_received(&self) -> Vec<String> {
+        lock(&self.state.claims_received).clone()
+    }
+
+    fn note_claims(&self, form: &HashMap<String, String>) {
+        if let Some(claims) = form.get("claims").filter(|c| !c.is_empty()) {
+            lock(&self.state.claims_received).push(claims.clone());
+        }
     }
 
     fn switches(&self) -> Switches {

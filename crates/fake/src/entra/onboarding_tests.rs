@@ -445,3 +445,30 @@ async fn errors_injected_by_class() {
     }
     assert!(InjectedError::of_class("nonsense").is_none());
 }
+
+#[test]
+fn claims_passed_on_at_sign_in_are_recorded() {
+    let (e, _) = entra();
+    assert!(e.claims_received().is_empty());
+    let claims = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+    let encoded: String = claims
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let r = e.device_code_request(
+        TENANT,
+        format!("client_id=public&scope={SCOPE}&claims={encoded}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    e.authorize(
+        TENANT,
+        &format!("client_id=public&redirect_uri=http%3A%2F%2Flocalhost%2F&claims={encoded}"),
+    );
+    assert_eq!(e.claims_received(), [claims, claims]);
+}

@@ -23,6 +23,7 @@
 //! server's certificate is always on when TLS is used.
 
 mod schema;
+mod sealed;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ use crate::account::{
 };
 use crate::credential::{CredentialStore, RefreshLock, SharedToken};
 use crate::error::StoreError;
+use crate::grant_key::{self, GrantKey, Sealing};
 use crate::key::MasterKey;
 use crate::login_cache::{self, LoginCache};
 use crate::password::Argon2Pool;
@@ -429,7 +431,8 @@ async fn check_master_key(
 const ACCOUNT_COLUMNS: &str = "id, name, mailbox, app, grant_kind, protocols, status, \
      status_reason, created_at, updated_at, last_login_at, refresh_token_updated_at, \
      imap_mailbox, pop3_mailbox, smtp_mailbox, last_refresh_at, access_token_expires_at, \
-     last_failure_at, last_failure_class, last_failure_codes, last_failure_reason";
+     last_failure_at, last_failure_class, last_failure_codes, last_failure_reason, sealing, \
+     last_failure_claims";
 
 /// The identity column of each protocol, in [`Account::identities`] column order.
 const IDENTITY_COLUMNS: [(Protocol, &str); 3] = [
@@ -460,6 +463,7 @@ fn account_from_row(row: &Row) -> Result<Account, StoreError> {
                 .filter_map(|c| c.trim().parse().ok())
                 .collect(),
             reason: row.try_get::<_, Option<String>>(20)?.unwrap_or_default(),
+            claims: row.try_get(22)?,
         }),
         _ => None,
     };
@@ -482,6 +486,7 @@ fn account_from_row(row: &Row) -> Result<Account, StoreError> {
         updated_at: row.try_get(9)?,
         last_login_at: row.try_get(10)?,
         refresh_token_updated_at: row.try_get(11)?,
+        sealing: Sealing::parse(&row.try_get::<_, String>(21)?).map_err(corrupt)?,
         identities,
         health: GrantHealth {
             last_refresh_at: row.try_get(15)?,
@@ -498,6 +503,8 @@ struct PasswordRow {
     name: String,
     hash: String,
     last_used_at: Option<i64>,
+    /// The grant key wrapped under this password (password-sealed accounts).
+    key_slot: Option<Vec<u8>>,
 }
 
 async fn account_by_name(
@@ -532,7 +539,7 @@ async fn password_rows(
 ) -> Result<Vec<PasswordRow>, StoreError> {
     let statement = client
         .prepare_cached(
-            "SELECT name, hash, last_used_at FROM account_passwords \
+            "SELECT name, hash, last_used_at, key_slot FROM account_passwords \
              WHERE account_id = $1 ORDER BY name",
         )
         .await?;
@@ -545,9 +552,28 @@ async fn password_rows(
                 name: row.try_get(0)?,
                 hash: row.try_get(1)?,
                 last_used_at: row.try_get(2)?,
+                key_slot: row.try_get(3)?,
             })
         })
         .collect()
+}
+
+/// The sealed refresh token of an account (`None` if it has none) and how it is sealed.
+async fn sealed_refresh_token(
+    client: &impl GenericClient,
+    id: i64,
+) -> Result<(Option<Vec<u8>>, Sealing), StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT refresh_token, sealing FROM accounts WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok((
+        row.try_get(0)?,
+        Sealing::parse(&row.try_get::<_, String>(1)?)?,
+    ))
 }
 
 fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
@@ -621,20 +647,16 @@ impl CredentialStore for PgStore {
         }
     }
 
-    async fn refresh_token(&self, account_id: i64) -> Result<Option<Secret>, StoreError> {
+    async fn refresh_token(
+        &self,
+        account_id: i64,
+        key: Option<&GrantKey>,
+    ) -> Result<Option<Secret>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT refresh_token FROM accounts WHERE id = $1",
-                &[&account_id],
-            )
-            .await?
-            .ok_or_else(|| not_found(account_id))?;
-        let sealed: Option<Vec<u8>> = row.try_get(0)?;
+        let (sealed, sealing) = sealed_refresh_token(&client, account_id).await?;
         sealed
             .map(|sealed| {
-                seal::open(self.key(), Purpose::RefreshToken(account_id), &sealed)
-                    .map(|token| Secret::new(token.to_vec()))
+                grant_key::open_refresh_token(self.key(), sealing, key, account_id, &sealed)
             })
             .transpose()
     }
@@ -643,18 +665,17 @@ impl CredentialStore for PgStore {
         &self,
         account_id: i64,
         token: &Secret,
+        key: Option<&GrantKey>,
     ) -> Result<(), StoreError> {
         if token.is_empty() {
             return Err(StoreError::Invalid(
                 "refresh token must not be empty".into(),
             ));
         }
-        let sealed = seal::seal(
-            self.key(),
-            Purpose::RefreshToken(account_id),
-            token.expose(),
-        )?;
         let client = self.client().await?;
+        // The sealing of an account never changes after it is created.
+        let (_, sealing) = sealed_refresh_token(&client, account_id).await?;
+        let sealed = grant_key::seal_refresh_token(self.key(), sealing, key, account_id, token)?;
         let changed = client
             .execute(
                 "UPDATE accounts SET refresh_token = $2, refresh_token_updated_at = $3, \
@@ -714,6 +735,7 @@ impl CredentialStore for PgStore {
     async fn add_account(&self, new: NewAccount) -> Result<Account, StoreError> {
         new.validate()?;
         let hash = self.inner.argon2.hash(&new.password).await?;
+        let grant_key = (new.sealing == Sealing::Password).then(GrantKey::generate);
         let grant = match new.grant {
             NewGrant::ClientCredentials => GrantKind::ClientCredentials,
             NewGrant::RefreshToken(_) => GrantKind::RefreshToken,
@@ -725,7 +747,8 @@ impl CredentialStore for PgStore {
         let inserted = tx
             .query_one(
                 "INSERT INTO accounts (name, mailbox, app, grant_kind, protocols, status, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+                 created_at, updated_at, sealing) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 RETURNING id",
                 &[
                     &new.name,
                     &new.mailbox,
@@ -734,6 +757,7 @@ impl CredentialStore for PgStore {
                     &protocols_to_text(&new.protocols),
                     &AccountStatus::Active.as_str(),
                     &now,
+                    &new.sealing.as_str(),
                 ],
             )
             .await;
@@ -744,15 +768,27 @@ impl CredentialStore for PgStore {
             }
             Err(e) => return Err(e.into()),
         };
+        // The id is only known after the insert, and the seals are bound to it.
+        let slot = match &grant_key {
+            Some(key) => {
+                Some(grant_key::new_slot(&self.inner.argon2, key, &new.password, id).await?)
+            }
+            None => None,
+        };
         tx.execute(
-            "INSERT INTO account_passwords (account_id, name, hash, created_at) \
-             VALUES ($1, $2, $3, $4)",
-            &[&id, &DEFAULT_PASSWORD, &hash, &now],
+            "INSERT INTO account_passwords (account_id, name, hash, created_at, key_slot) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &DEFAULT_PASSWORD, &hash, &now, &slot],
         )
         .await?;
         if let NewGrant::RefreshToken(token) = &new.grant {
-            // The id is only known after the insert, and the seal is bound to it.
-            let sealed = seal::seal(self.key(), Purpose::RefreshToken(id), token.expose())?;
+            let sealed = grant_key::seal_refresh_token(
+                self.key(),
+                new.sealing,
+                grant_key.as_ref(),
+                id,
+                token,
+            )?;
             tx.execute(
                 "UPDATE accounts SET refresh_token = $2, refresh_token_updated_at = $3 \
                  WHERE id = $1",
@@ -805,19 +841,25 @@ impl CredentialStore for PgStore {
         }
     }
 
-    async fn set_password(&self, name: &str, password: &Secret) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        name: &str,
+        password: &Secret,
+        current: Option<&Secret>,
+    ) -> Result<(), StoreError> {
         validate_password(password)?;
         let (id, sibling) = self.id_and_sibling(name).await?;
+        let slot = self.slot_for_new_password(name, password, current).await?;
         let hash = self.inner.argon2.hash_like(password, sibling).await?;
         let now = unix_now();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO account_passwords (account_id, name, hash, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, name) \
+            "INSERT INTO account_passwords (account_id, name, hash, created_at, key_slot) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, name) \
              DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, \
-             last_used_at = NULL",
-            &[&id, &DEFAULT_PASSWORD, &hash, &now],
+             last_used_at = NULL, key_slot = excluded.key_slot",
+            &[&id, &DEFAULT_PASSWORD, &hash, &now, &slot],
         )
         .await?;
         tx.execute(
@@ -841,6 +883,9 @@ impl CredentialStore for PgStore {
         let id = account_id(&client, name)
             .await?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        if sealed_refresh_token(&client, id).await?.1 == Sealing::Password {
+            return Err(grant_key::import_refused(name));
+        }
         let sealed = seal::seal(self.key(), Purpose::RefreshToken(id), token.expose())?;
         client
             .execute(
@@ -866,10 +911,12 @@ impl CredentialStore for PgStore {
         name: &str,
         password_name: &str,
         password: &Secret,
+        current: Option<&Secret>,
     ) -> Result<(), StoreError> {
         validate_password_name(password_name)?;
         validate_password(password)?;
         let (id, sibling) = self.id_and_sibling(name).await?;
+        let slot = self.slot_for_new_password(name, password, current).await?;
         let hash = self.inner.argon2.hash_like(password, sibling).await?;
         let now = unix_now();
         let mut client = self.client().await?;
@@ -884,9 +931,9 @@ impl CredentialStore for PgStore {
         }
         let inserted = tx
             .execute(
-                "INSERT INTO account_passwords (account_id, name, hash, created_at) \
-                 VALUES ($1, $2, $3, $4)",
-                &[&id, &password_name, &hash, &now],
+                "INSERT INTO account_passwords (account_id, name, hash, created_at, key_slot) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &password_name, &hash, &now, &slot],
             )
             .await;
         match inserted {
@@ -1028,19 +1075,39 @@ impl CredentialStore for PgStore {
         let changed = client
             .execute(
                 "UPDATE accounts SET last_failure_at = $2, last_failure_class = $3, \
-                 last_failure_codes = $4, last_failure_reason = $5 WHERE id = $1",
+                 last_failure_codes = $4, last_failure_reason = $5, last_failure_claims = $6 \
+                 WHERE id = $1",
                 &[
                     &account_id,
                     &failure.at,
                     &failure.class,
                     &codes,
                     &failure.reason,
+                    &GrantFailure::bounded_claims(failure.claims.as_deref()),
                 ],
             )
             .await?;
         (changed == 1)
             .then_some(())
             .ok_or_else(|| not_found(account_id))
+    }
+
+    async fn open_grant_key(
+        &self,
+        account_id: i64,
+        password: &Secret,
+    ) -> Result<Option<GrantKey>, StoreError> {
+        self.grant_key_of(account_id, password).await
+    }
+
+    async fn reseal_grant(
+        &self,
+        name: &str,
+        token: &Secret,
+        password: &Secret,
+        reset_passwords: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.reseal(name, token, password, reset_passwords).await
     }
 
     async fn mark_needs_reconsent(
@@ -1104,6 +1171,7 @@ impl CredentialStore for PgStore {
             account_id,
             version: 0,
             shared: None,
+            sealing: Sealing::MasterKey,
         };
         let timeout_ms = i64::try_from(self.inner.lock_timeout.as_millis()).unwrap_or(i64::MAX);
         let row = {
@@ -1117,7 +1185,7 @@ impl CredentialStore for PgStore {
             // A new statement, so a new snapshot: it sees what the previous holder committed.
             client
                 .query_opt(
-                    "SELECT grant_version, access_token, access_token_shared_until \
+                    "SELECT grant_version, access_token, access_token_shared_until, sealing \
                      FROM accounts WHERE id = $1",
                     &[&account_id],
                 )
@@ -1125,6 +1193,7 @@ impl CredentialStore for PgStore {
                 .ok_or_else(|| not_found(account_id))?
         };
         lock.version = row.try_get(0)?;
+        lock.sealing = Sealing::parse(&row.try_get::<_, String>(3)?)?;
         lock.shared = shared_token_from_row(&lock.key, account_id, &row)?;
         Ok(Box::new(lock))
     }
@@ -1163,6 +1232,7 @@ struct PgRefreshLock {
     account_id: i64,
     version: i64,
     shared: Option<SharedToken>,
+    sealing: Sealing,
 }
 
 impl fmt::Debug for PgRefreshLock {
@@ -1212,20 +1282,14 @@ impl RefreshLock for PgRefreshLock {
         self.shared.clone()
     }
 
-    async fn refresh_token(&mut self) -> Result<Option<Secret>, StoreError> {
-        let row = self
-            .client()?
-            .query_opt(
-                "SELECT refresh_token FROM accounts WHERE id = $1",
-                &[&self.account_id],
-            )
-            .await?
-            .ok_or_else(|| not_found(self.account_id))?;
-        let sealed: Option<Vec<u8>> = row.try_get(0)?;
+    async fn refresh_token(
+        &mut self,
+        key: Option<&GrantKey>,
+    ) -> Result<Option<Secret>, StoreError> {
+        let (sealed, sealing) = sealed_refresh_token(self.client()?, self.account_id).await?;
         sealed
             .map(|sealed| {
-                seal::open(&self.key, Purpose::RefreshToken(self.account_id), &sealed)
-                    .map(|token| Secret::new(token.to_vec()))
+                grant_key::open_refresh_token(&self.key, sealing, key, self.account_id, &sealed)
             })
             .transpose()
     }
@@ -1233,6 +1297,7 @@ impl RefreshLock for PgRefreshLock {
     async fn commit(
         mut self: Box<Self>,
         rotated: Option<&Secret>,
+        key: Option<&GrantKey>,
         access_token: &Secret,
         expires_at: i64,
     ) -> Result<i64, StoreError> {
@@ -1240,7 +1305,7 @@ impl RefreshLock for PgRefreshLock {
         let sealed_access = seal::seal(&self.key, Purpose::AccessToken(id), access_token.expose())?;
         let sealed_refresh = rotated
             .filter(|token| !token.is_empty())
-            .map(|token| seal::seal(&self.key, Purpose::RefreshToken(id), token.expose()))
+            .map(|token| grant_key::seal_refresh_token(&self.key, self.sealing, key, id, token))
             .transpose()?;
         let now = unix_now();
         let client = self.client()?;

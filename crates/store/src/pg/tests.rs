@@ -65,6 +65,7 @@ fn delegated(name: &str) -> NewAccount {
         protocols: vec![Protocol::Imap],
         grant: NewGrant::RefreshToken(Secret::from("rt-1")),
         password: Secret::from("pw"),
+        sealing: Default::default(),
     }
 }
 
@@ -97,7 +98,11 @@ async fn store_contract_refresh_lock_and_shared_tokens() {
         .await
         .unwrap()
         .is_none());
-    let rt = other.refresh_token(account.id).await.unwrap().unwrap();
+    let rt = other
+        .refresh_token(account.id, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rt.expose(), b"rt-1");
 
     // Replica A takes the lock; B waits until A commits, then sees A's token and the
@@ -105,7 +110,7 @@ async fn store_contract_refresh_lock_and_shared_tokens() {
     let mut lock = store.lock_refresh(account.id).await.unwrap();
     assert!(lock.shared_token().is_none());
     assert_eq!(
-        lock.refresh_token().await.unwrap().unwrap().expose(),
+        lock.refresh_token(None).await.unwrap().unwrap().expose(),
         b"rt-1"
     );
     let waiter = {
@@ -113,7 +118,7 @@ async fn store_contract_refresh_lock_and_shared_tokens() {
         tokio::spawn(async move {
             let mut lock = other.lock_refresh(account.id).await.unwrap();
             let shared = lock.shared_token();
-            let rt = lock.refresh_token().await.unwrap();
+            let rt = lock.refresh_token(None).await.unwrap();
             (shared, rt)
         })
     };
@@ -125,6 +130,7 @@ async fn store_contract_refresh_lock_and_shared_tokens() {
     let version = lock
         .commit(
             Some(&Secret::from("rt-2")),
+            None,
             &Secret::from("at-1"),
             unix_now() + 3600,
         )
@@ -158,4 +164,83 @@ async fn store_contract_refresh_lock_and_shared_tokens() {
     assert!(store.load_shared_token(account.id).await.unwrap().is_none());
     assert!(store.grant_version(account.id).await.unwrap() > Some(version));
     assert!(store.check_health().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_sealed_grants_open_only_with_a_password_under_the_refresh_lock() {
+    let Some(pg) = cluster("pg::password_sealed_grants") else {
+        return;
+    };
+    let key = MasterKey::generate();
+    let store = PgStore::open(&pg.url, same_key(&key), &PgSettings::default()).unwrap();
+    let account = store
+        .add_account(NewAccount {
+            sealing: Sealing::Password,
+            ..delegated("sam")
+        })
+        .await
+        .unwrap();
+    let id = account.id;
+    assert!(account.password_sealed());
+    assert!(matches!(
+        store.refresh_token(id, None).await,
+        Err(StoreError::Sealed(_))
+    ));
+    assert!(store
+        .open_grant_key(id, &Secret::from("nope"))
+        .await
+        .unwrap()
+        .is_none());
+    let grant = store
+        .open_grant_key(id, &Secret::from("pw"))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut lock = store.lock_refresh(id).await.unwrap();
+    assert!(matches!(
+        lock.refresh_token(None).await,
+        Err(StoreError::Sealed(_))
+    ));
+    let rt = lock.refresh_token(Some(&grant)).await.unwrap().unwrap();
+    assert_eq!(rt.expose(), b"rt-1");
+    lock.commit(
+        Some(&Secret::from("rt-2")),
+        Some(&grant),
+        &Secret::from("at-1"),
+        unix_now() + 3600,
+    )
+    .await
+    .unwrap();
+    let rt = store
+        .refresh_token(id, Some(&grant))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rt.expose(), b"rt-2");
+
+    // A second password gets its own slot; a reset replaces them all under a new key.
+    let erp = Secret::from("erp-pw");
+    store
+        .add_password("sam", "erp", &erp, Some(&Secret::from("pw")))
+        .await
+        .unwrap();
+    assert!(store.open_grant_key(id, &erp).await.unwrap().is_some());
+    let removed = store
+        .reseal_grant("sam", &Secret::from("rt-3"), &Secret::from("new"), true)
+        .await
+        .unwrap();
+    assert_eq!(removed, ["erp"]);
+    assert!(store.open_grant_key(id, &erp).await.unwrap().is_none());
+    let grant = store
+        .open_grant_key(id, &Secret::from("new"))
+        .await
+        .unwrap()
+        .unwrap();
+    let rt = store
+        .refresh_token(id, Some(&grant))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rt.expose(), b"rt-3");
 }

@@ -11,6 +11,7 @@
 //! replaced sealed tokens do not linger in free pages.
 
 mod queries;
+mod sealed;
 #[cfg(test)]
 mod tests;
 
@@ -30,10 +31,11 @@ use crate::account::{
 use crate::credential::CredentialStore;
 use crate::error::StoreError;
 use crate::files;
+use crate::grant_key::{self, GrantKey, Sealing};
 use crate::key::MasterKey;
 use crate::login_cache::{self, LoginCache};
 use crate::password::Argon2Pool;
-use crate::schema;
+use crate::schema::{self, DEFAULT_PASSWORD};
 use crate::seal::{self, Purpose};
 
 /// File name of the database inside the data directory.
@@ -286,22 +288,26 @@ impl CredentialStore for SqliteStore {
         }
     }
 
-    async fn refresh_token(&self, account_id: i64) -> Result<Option<Secret>, StoreError> {
-        let sealed = self
+    async fn refresh_token(
+        &self,
+        account_id: i64,
+        key: Option<&GrantKey>,
+    ) -> Result<Option<Secret>, StoreError> {
+        let (sealed, sealing) = self
             .with_db(move |conn, _| queries::sealed_refresh_token(conn, account_id))
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
-        let token = seal::open(&self.inner.key, Purpose::RefreshToken(account_id), &sealed)?;
-        Ok(Some(Secret::new(token.to_vec())))
+        grant_key::open_refresh_token(&self.inner.key, sealing, key, account_id, &sealed).map(Some)
     }
 
     async fn replace_refresh_token(
         &self,
         account_id: i64,
         token: &Secret,
+        grant: Option<&GrantKey>,
     ) -> Result<(), StoreError> {
         if token.is_empty() {
             return Err(StoreError::Invalid(
@@ -309,9 +315,13 @@ impl CredentialStore for SqliteStore {
             ));
         }
         let token = token.clone();
+        let grant = grant.map(GrantKey::duplicate);
         self.with_db(move |conn, key| {
-            let sealed = seal::seal(key, Purpose::RefreshToken(account_id), token.expose())?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (_, sealing) = queries::sealed_refresh_token(&tx, account_id)?
+                .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))?;
+            let sealed =
+                grant_key::seal_refresh_token(key, sealing, grant.as_ref(), account_id, &token)?;
             if !queries::store_refresh_token(&tx, account_id, &sealed, unix_now())? {
                 return Err(StoreError::NotFound(format!("id {account_id}")));
             }
@@ -360,6 +370,7 @@ impl CredentialStore for SqliteStore {
     async fn add_account(&self, new: NewAccount) -> Result<Account, StoreError> {
         new.validate()?;
         let hash = self.inner.argon2.hash(&new.password).await?;
+        let grant_key = (new.sealing == Sealing::Password).then(GrantKey::generate);
         let account = self
             .with_db(move |conn, key| {
                 let now = unix_now();
@@ -370,10 +381,21 @@ impl CredentialStore for SqliteStore {
                     NewGrant::Password => GrantKind::Password,
                 };
                 let id = queries::insert_account(&tx, &new, grant, &hash, now)?;
+                // The id is only known after the insert, and the seals are bound to it.
                 if let NewGrant::RefreshToken(token) = &new.grant {
-                    // The id is only known after the insert, and the seal is bound to it.
-                    let sealed = seal::seal(key, Purpose::RefreshToken(id), token.expose())?;
+                    let sealed = grant_key::seal_refresh_token(
+                        key,
+                        new.sealing,
+                        grant_key.as_ref(),
+                        id,
+                        token,
+                    )?;
                     queries::store_refresh_token(&tx, id, &sealed, now)?;
+                }
+                if let Some(grant_key) = &grant_key {
+                    // One Argon2 run inside the write transaction: account creation is rare.
+                    let slot = grant_key::make_slot(grant_key, &new.password, id)?;
+                    queries::set_key_slot(&tx, id, DEFAULT_PASSWORD, &slot)?;
                 }
                 let account = queries::account_by_name(&tx, &new.name)?.ok_or_else(|| {
                     StoreError::Corrupt(format!("account {:?} vanished after insert", new.name))
@@ -416,15 +438,22 @@ impl CredentialStore for SqliteStore {
         }
     }
 
-    async fn set_password(&self, name: &str, password: &Secret) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        name: &str,
+        password: &Secret,
+        current: Option<&Secret>,
+    ) -> Result<(), StoreError> {
         validate_password(password)?;
         let (_, sibling) = self.id_and_sibling(name).await?;
+        let slot = self.slot_for_new_password(name, password, current).await?;
         let hash = self.inner.argon2.hash_like(password, sibling).await?;
         let owned = name.to_owned();
         let id = self
             .with_db(move |conn, _| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let id = queries::set_password_hash(&tx, &owned, &hash, unix_now())?;
+                let id =
+                    queries::set_password_hash(&tx, &owned, &hash, slot.as_deref(), unix_now())?;
                 tx.commit()?;
                 Ok(id)
             })
@@ -450,6 +479,9 @@ impl CredentialStore for SqliteStore {
                 let Some(id) = queries::account_id(&tx, &owned)? else {
                     return Ok(None);
                 };
+                if let Some((_, Sealing::Password)) = queries::sealed_refresh_token(&tx, id)? {
+                    return Err(grant_key::import_refused(&owned));
+                }
                 let sealed = seal::seal(key, Purpose::RefreshToken(id), token.expose())?;
                 queries::store_refresh_token(&tx, id, &sealed, now)?;
                 queries::activate_refresh_token_grant(&tx, id, now)?;
@@ -467,10 +499,12 @@ impl CredentialStore for SqliteStore {
         name: &str,
         password_name: &str,
         password: &Secret,
+        current: Option<&Secret>,
     ) -> Result<(), StoreError> {
         validate_password_name(password_name)?;
         validate_password(password)?;
         let (_, sibling) = self.id_and_sibling(name).await?;
+        let slot = self.slot_for_new_password(name, password, current).await?;
         let hash = self.inner.argon2.hash_like(password, sibling).await?;
         let owned = name.to_owned();
         let label = password_name.to_owned();
@@ -483,7 +517,7 @@ impl CredentialStore for SqliteStore {
                     "account {owned:?} already has {MAX_PASSWORDS} passwords; revoke one first"
                 )));
             }
-            queries::insert_password(&tx, id, &label, &hash, unix_now())?;
+            queries::insert_password(&tx, id, &label, &hash, slot.as_deref(), unix_now())?;
             tx.commit()?;
             Ok(())
         })
@@ -592,6 +626,24 @@ impl CredentialStore for SqliteStore {
         found
             .then_some(())
             .ok_or_else(|| StoreError::NotFound(format!("id {account_id}")))
+    }
+
+    async fn open_grant_key(
+        &self,
+        account_id: i64,
+        password: &Secret,
+    ) -> Result<Option<GrantKey>, StoreError> {
+        self.grant_key_of(account_id, password).await
+    }
+
+    async fn reseal_grant(
+        &self,
+        name: &str,
+        token: &Secret,
+        password: &Secret,
+        reset_passwords: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.reseal(name, token, password, reset_passwords).await
     }
 
     async fn mark_needs_reconsent(

@@ -11,6 +11,7 @@ use crate::account::{
     PasswordInfo,
 };
 use crate::error::StoreError;
+use crate::grant_key::Sealing;
 use crate::schema::DEFAULT_PASSWORD;
 
 /// The columns [`account_row`] reads, in its order.
@@ -18,7 +19,7 @@ const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.mailbox, a.app, a.grant_kind, a.p
      a.status, a.status_reason, a.created_at, a.updated_at, a.last_login_at, \
      a.refresh_token_updated_at, a.imap_mailbox, a.pop3_mailbox, a.smtp_mailbox, \
      a.last_refresh_at, a.access_token_expires_at, a.last_failure_at, a.last_failure_class, \
-     a.last_failure_codes, a.last_failure_reason";
+     a.last_failure_codes, a.last_failure_reason, a.sealing, a.last_failure_claims";
 
 /// An account row as SQLite returns it, before the text columns are parsed.
 struct AccountRow {
@@ -41,6 +42,8 @@ struct AccountRow {
     last_failure_class: Option<String>,
     last_failure_codes: Option<String>,
     last_failure_reason: Option<String>,
+    sealing: String,
+    last_failure_claims: Option<String>,
 }
 
 fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRow> {
@@ -64,6 +67,8 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRow> {
         last_failure_class: row.get(18)?,
         last_failure_codes: row.get(19)?,
         last_failure_reason: row.get(20)?,
+        sealing: row.get(21)?,
+        last_failure_claims: row.get(22)?,
     })
 }
 
@@ -105,6 +110,7 @@ impl TryFrom<AccountRow> for Account {
                 class,
                 codes: codes_from_text(row.last_failure_codes.as_deref().unwrap_or("")),
                 reason: row.last_failure_reason.unwrap_or_default(),
+                claims: row.last_failure_claims,
             }),
             _ => None,
         };
@@ -119,6 +125,7 @@ impl TryFrom<AccountRow> for Account {
             grant: row.grant.parse::<GrantKind>().map_err(corrupt)?,
             protocols: crate::account::protocols_from_text(&row.protocols).map_err(corrupt)?,
             status: row.status.parse::<AccountStatus>().map_err(corrupt)?,
+            sealing: Sealing::parse(&row.sealing).map_err(corrupt)?,
             name: row.name,
             mailbox: row.mailbox,
             app: row.app,
@@ -137,7 +144,8 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
             || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-/// Inserts the account and its default password; returns the new id.
+/// Inserts the account and its default password (without a key slot: the slot is bound to
+/// the id this returns, see [`set_key_slot`]); returns the new id.
 pub(crate) fn insert_account(
     conn: &Connection,
     new: &NewAccount,
@@ -147,7 +155,7 @@ pub(crate) fn insert_account(
 ) -> Result<i64, StoreError> {
     conn.execute(
         "INSERT INTO accounts (name, mailbox, app, grant_kind, protocols, status, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+         created_at, updated_at, sealing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         params![
             new.name,
             new.mailbox,
@@ -155,7 +163,8 @@ pub(crate) fn insert_account(
             grant.as_str(),
             protocols_to_text(&new.protocols),
             AccountStatus::Active.as_str(),
-            now
+            now,
+            new.sealing.as_str()
         ],
     )
     .map_err(|e| {
@@ -188,6 +197,15 @@ pub(crate) fn account_by_name(
     .transpose()
 }
 
+/// The login name of the account with this id.
+pub(crate) fn account_name(conn: &Connection, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT name FROM accounts WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
 pub(crate) fn account_id(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| {
@@ -203,6 +221,8 @@ pub(crate) struct PasswordRow {
     /// Argon2id PHC string.
     pub hash: String,
     pub last_used_at: Option<i64>,
+    /// The grant key wrapped under this password (password-sealed accounts).
+    pub key_slot: Option<Vec<u8>>,
 }
 
 /// The account and every password verifier it has, for a login check.
@@ -220,7 +240,7 @@ pub(crate) fn login_by_name(
 /// The verifiers of an account, in name order (so every process sees the same order).
 pub(crate) fn password_rows(conn: &Connection, id: i64) -> Result<Vec<PasswordRow>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT name, hash, last_used_at FROM account_passwords \
+        "SELECT name, hash, last_used_at, key_slot FROM account_passwords \
          WHERE account_id = ?1 ORDER BY name",
     )?;
     let rows = statement.query_map([id], |r| {
@@ -228,6 +248,7 @@ pub(crate) fn password_rows(conn: &Connection, id: i64) -> Result<Vec<PasswordRo
             name: r.get(0)?,
             hash: r.get(1)?,
             last_used_at: r.get(2)?,
+            key_slot: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -249,18 +270,20 @@ pub(crate) fn password_infos(conn: &Connection, id: i64) -> Result<Vec<PasswordI
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Adds a named password; [`StoreError::AlreadyExists`] if the account has one by that name.
+/// Adds a named password (with its key slot, for a password-sealed account);
+/// [`StoreError::AlreadyExists`] if the account has one by that name.
 pub(crate) fn insert_password(
     conn: &Connection,
     id: i64,
     name: &str,
     password_hash: &str,
+    key_slot: Option<&[u8]>,
     now: i64,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO account_passwords (account_id, name, hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4)",
-        params![id, name, password_hash, now],
+        "INSERT INTO account_passwords (account_id, name, hash, created_at, key_slot) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, name, password_hash, now, key_slot],
     )
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -356,13 +379,15 @@ pub(crate) fn record_grant_failure(
 ) -> Result<bool, StoreError> {
     let changed = conn.execute(
         "UPDATE accounts SET last_failure_at = ?2, last_failure_class = ?3, \
-         last_failure_codes = ?4, last_failure_reason = ?5 WHERE id = ?1",
+         last_failure_codes = ?4, last_failure_reason = ?5, last_failure_claims = ?6 \
+         WHERE id = ?1",
         params![
             id,
             failure.at,
             failure.class,
             codes_to_text(&failure.codes),
-            failure.reason
+            failure.reason,
+            GrantFailure::bounded_claims(failure.claims.as_deref())
         ],
     )?;
     Ok(changed == 1)
@@ -409,23 +434,24 @@ pub(crate) fn delete_account(conn: &Connection, name: &str) -> Result<Option<i64
         .optional()?)
 }
 
-/// Replaces the default password verifier; returns the account id.
+/// Replaces the default password verifier (and its key slot); returns the account id.
 pub(crate) fn set_password_hash(
     conn: &Connection,
     name: &str,
     password_hash: &str,
+    key_slot: Option<&[u8]>,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
     let Some(id) = account_id(conn, name)? else {
         return Ok(None);
     };
     conn.execute(
-        "INSERT INTO account_passwords (account_id, name, hash, created_at) \
-         VALUES (?1, ?2, ?3, ?4) \
+        "INSERT INTO account_passwords (account_id, name, hash, created_at, key_slot) \
+         VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (account_id, name) \
          DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, \
-         last_used_at = NULL",
-        params![id, DEFAULT_PASSWORD, password_hash, now],
+         last_used_at = NULL, key_slot = excluded.key_slot",
+        params![id, DEFAULT_PASSWORD, password_hash, now, key_slot],
     )?;
     conn.execute(
         "UPDATE accounts SET updated_at = ?2 WHERE id = ?1",
@@ -434,18 +460,63 @@ pub(crate) fn set_password_hash(
     Ok(Some(id))
 }
 
-/// The sealed refresh token: `None` if there is no such account, `Some(None)` if it has none.
+/// An account's sealed refresh token (`None` if it has none) and how it is sealed.
+pub(crate) type SealedGrant = (Option<Vec<u8>>, Sealing);
+
+/// The sealed refresh token and its sealing; `None` if there is no such account.
 pub(crate) fn sealed_refresh_token(
     conn: &Connection,
     id: i64,
-) -> Result<Option<Option<Vec<u8>>>, StoreError> {
-    Ok(conn
+) -> Result<Option<SealedGrant>, StoreError> {
+    let row: Option<(Option<Vec<u8>>, String)> = conn
         .query_row(
-            "SELECT refresh_token FROM accounts WHERE id = ?1",
+            "SELECT refresh_token, sealing FROM accounts WHERE id = ?1",
             [id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?)
+        .optional()?;
+    row.map(|(blob, sealing)| Ok((blob, Sealing::parse(&sealing)?)))
+        .transpose()
+}
+
+/// Sets the key slot of one named password.
+pub(crate) fn set_key_slot(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    key_slot: &[u8],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE account_passwords SET key_slot = ?3 WHERE account_id = ?1 AND name = ?2",
+        params![id, name, key_slot],
+    )?;
+    Ok(())
+}
+
+/// Makes `password_hash` (with `key_slot`) the account's only password, named `default`;
+/// returns the names of the passwords it replaced (other than `default`).
+pub(crate) fn replace_all_passwords(
+    conn: &Connection,
+    id: i64,
+    password_hash: &str,
+    key_slot: &[u8],
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let removed: Vec<String> = password_rows(conn, id)?
+        .into_iter()
+        .map(|row| row.name)
+        .filter(|name| name != DEFAULT_PASSWORD)
+        .collect();
+    conn.execute("DELETE FROM account_passwords WHERE account_id = ?1", [id])?;
+    insert_password(
+        conn,
+        id,
+        DEFAULT_PASSWORD,
+        password_hash,
+        Some(key_slot),
+        now,
+    )?;
+    Ok(removed)
 }
 
 /// Stores a sealed refresh token; returns whether the account exists.

@@ -42,6 +42,7 @@ fn new_account(name: &str, grant: NewGrant) -> NewAccount {
         protocols: vec![Protocol::Smtp, Protocol::Imap],
         grant,
         password: Secret::from(PASSWORD),
+        sealing: Default::default(),
     }
 }
 
@@ -178,7 +179,10 @@ async fn set_password_invalidates_cached_login() {
         .is_some());
 
     let new = Secret::from("a-new-password");
-    store.set_password("alice", &new).await.expect("passwd");
+    store
+        .set_password("alice", &new, None)
+        .await
+        .expect("passwd");
     assert!(store
         .verify_login("alice", &old)
         .await
@@ -190,9 +194,9 @@ async fn set_password_invalidates_cached_login() {
         .expect("verify")
         .is_some());
 
-    let missing = store.set_password("nobody", &new).await;
+    let missing = store.set_password("nobody", &new, None).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
-    let empty = store.set_password("alice", &Secret::default()).await;
+    let empty = store.set_password("alice", &Secret::default(), None).await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))));
 }
 
@@ -208,7 +212,7 @@ async fn password_change_by_another_process_invalidates_cached_login() {
         .is_some());
 
     let cli = open(dir.path(), &text);
-    cli.set_password("alice", &Secret::from("changed"))
+    cli.set_password("alice", &Secret::from("changed"), None)
         .await
         .expect("passwd");
     assert!(server
@@ -245,18 +249,18 @@ async fn refresh_token_round_trip_and_rotation() {
     let (_dir, _, store) = fresh();
     let alice = store.add_account(with_token("alice")).await.expect("add");
     let token = store
-        .refresh_token(alice.id)
+        .refresh_token(alice.id, None)
         .await
         .expect("read")
         .expect("present");
     assert_eq!(token, Secret::from(TOKEN));
 
     store
-        .replace_refresh_token(alice.id, &Secret::from(ROTATED))
+        .replace_refresh_token(alice.id, &Secret::from(ROTATED), None)
         .await
         .expect("rotate");
     let token = store
-        .refresh_token(alice.id)
+        .refresh_token(alice.id, None)
         .await
         .expect("read")
         .expect("present");
@@ -265,18 +269,22 @@ async fn refresh_token_round_trip_and_rotation() {
     assert!(shown.refresh_token_updated_at.is_some());
 
     let bob = store.add_account(app_only("bob")).await.expect("add");
-    assert!(store.refresh_token(bob.id).await.expect("read").is_none());
+    assert!(store
+        .refresh_token(bob.id, None)
+        .await
+        .expect("read")
+        .is_none());
 
     let missing = store
-        .replace_refresh_token(9999, &Secret::from(ROTATED))
+        .replace_refresh_token(9999, &Secret::from(ROTATED), None)
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
     assert!(matches!(
-        store.refresh_token(9999).await,
+        store.refresh_token(9999, None).await,
         Err(StoreError::NotFound(_))
     ));
     let empty = store
-        .replace_refresh_token(alice.id, &Secret::default())
+        .replace_refresh_token(alice.id, &Secret::default(), None)
         .await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))));
 }
@@ -306,7 +314,7 @@ async fn import_refresh_token_switches_grant_and_reactivates() {
     assert_eq!(shown.status, AccountStatus::Active);
     assert!(shown.status_reason.is_none());
     let token = store
-        .refresh_token(bob.id)
+        .refresh_token(bob.id, None)
         .await
         .expect("read")
         .expect("present");
@@ -352,7 +360,7 @@ async fn sealed_token_moved_to_another_row_does_not_open() {
     )
     .expect("copy blob");
     drop(raw);
-    let stolen = store.refresh_token(mallory.id).await;
+    let stolen = store.refresh_token(mallory.id, None).await;
     assert!(matches!(stolen, Err(StoreError::Corrupt(_))), "{stolen:?}");
 }
 
@@ -385,13 +393,13 @@ async fn data_survives_reopen() {
     let (dir, text, store) = fresh();
     let alice = store.add_account(with_token("alice")).await.expect("add");
     store
-        .replace_refresh_token(alice.id, &Secret::from(ROTATED))
+        .replace_refresh_token(alice.id, &Secret::from(ROTATED), None)
         .await
         .expect("rotate");
     drop(store);
     let store = open(dir.path(), &text);
     let token = store
-        .refresh_token(alice.id)
+        .refresh_token(alice.id, None)
         .await
         .expect("read")
         .expect("present");
@@ -445,11 +453,11 @@ async fn no_secret_in_the_database_files() {
         .expect("ok")
         .is_some());
     store
-        .replace_refresh_token(alice.id, &Secret::from(ROTATED))
+        .replace_refresh_token(alice.id, &Secret::from(ROTATED), None)
         .await
         .expect("rotate");
     store
-        .set_password("alice", &Secret::from("second-password-x9"))
+        .set_password("alice", &Secret::from("second-password-x9"), None)
         .await
         .expect("passwd");
     let secrets = [
@@ -524,21 +532,21 @@ async fn named_passwords_each_log_in_and_revoke_alone() {
     let scanner = Secret::from("scanner-password-1");
     let erp = Secret::from("erp-password-2");
     store
-        .add_password("alice", "scanner", &scanner)
+        .add_password("alice", "scanner", &scanner, None)
         .await
         .expect("add scanner");
     store
-        .add_password("alice", "erp", &erp)
+        .add_password("alice", "erp", &erp, None)
         .await
         .expect("add erp");
-    let dup = store.add_password("alice", "erp", &scanner).await;
+    let dup = store.add_password("alice", "erp", &scanner, None).await;
     assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "{dup:?}");
     assert!(matches!(
-        store.add_password("alice", "bad name", &erp).await,
+        store.add_password("alice", "bad name", &erp, None).await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        store.add_password("nobody", "x", &erp).await,
+        store.add_password("nobody", "x", &erp, None).await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -587,7 +595,7 @@ async fn named_passwords_each_log_in_and_revoke_alone() {
         .expect("verify")
         .is_some());
     assert_eq!(
-        store.refresh_token(alice.id).await.expect("rt"),
+        store.refresh_token(alice.id, None).await.expect("rt"),
         Some(Secret::from(TOKEN))
     );
     store
@@ -598,7 +606,7 @@ async fn named_passwords_each_log_in_and_revoke_alone() {
     assert!(matches!(last, Err(StoreError::Invalid(_))), "{last:?}");
     // Changing the default password later re-creates it without touching the others.
     store
-        .set_password("alice", &Secret::from("new-default"))
+        .set_password("alice", &Secret::from("new-default"), None)
         .await
         .expect("passwd");
     assert!(store
@@ -623,12 +631,13 @@ async fn named_passwords_are_capped() {
                 "alice",
                 &format!("device{i}"),
                 &Secret::from(format!("pw{i}")),
+                None,
             )
             .await
             .expect("add");
     }
     let over = store
-        .add_password("alice", "one-too-many", &Secret::from("x"))
+        .add_password("alice", "one-too-many", &Secret::from("x"), None)
         .await;
     assert!(matches!(over, Err(StoreError::Invalid(_))), "{over:?}");
     // Still one Argon2 run for all of them: the last one added verifies.
@@ -691,6 +700,7 @@ async fn grant_health_and_reconsent_transition() {
         class: "reconsent".into(),
         codes: vec![700082, 70000],
         reason: "AADSTS700082: expired".into(),
+        claims: Some("{\"access_token\":{}}".into()),
     };
     store
         .record_grant_failure(alice.id, &failure)
@@ -726,4 +736,247 @@ async fn grant_health_and_reconsent_transition() {
         .mark_needs_reconsent(alice.id, "again")
         .await
         .expect("mark"));
+}
+
+fn sealed(name: &str) -> NewAccount {
+    NewAccount {
+        sealing: Sealing::Password,
+        ..with_token(name)
+    }
+}
+
+/// Every byte SQLite keeps for the store: the database, its WAL and shared memory.
+fn database_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("{DATABASE_FILE}{suffix}"));
+        all.extend(std::fs::read(path).unwrap_or_default());
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_password_sealed_token_does_not_open_with_the_database_and_master_key_alone() {
+    let (dir, key_text, store) = fresh();
+    let account = store.add_account(sealed("alice")).await.expect("add");
+    let id = account.id;
+    assert!(account.password_sealed());
+    assert!(!contains(&database_bytes(dir.path()), TOKEN));
+
+    // The database and the master key, as an attacker holding both would use them.
+    let thief = open(dir.path(), &key_text);
+    assert!(matches!(
+        thief.refresh_token(id, None).await,
+        Err(StoreError::Sealed(_))
+    ));
+    let blob: Vec<u8> = thief
+        .with_db(move |conn, _| {
+            Ok(conn.query_row(
+                "SELECT refresh_token FROM accounts WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("raw blob");
+    let outer = seal::open(&key(&key_text), Purpose::RefreshToken(id), &blob).expect("outer");
+    assert!(!outer.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
+    let slots: Vec<Vec<u8>> = thief
+        .with_db(move |conn, _| {
+            Ok(queries::password_rows(conn, id)?
+                .into_iter()
+                .filter_map(|row| row.key_slot)
+                .collect())
+        })
+        .await
+        .expect("slots");
+    assert_eq!(slots.len(), 1, "one key slot per password");
+
+    // A wrong password opens nothing; the right one opens the token.
+    assert!(store
+        .open_grant_key(id, &Secret::from("guess"))
+        .await
+        .expect("no error")
+        .is_none());
+    let grant = store
+        .open_grant_key(id, &Secret::from(PASSWORD))
+        .await
+        .expect("opens")
+        .expect("right password");
+    let token = store.refresh_token(id, Some(&grant)).await.expect("token");
+    assert_eq!(token.expect("some").expose(), TOKEN.as_bytes());
+
+    // A rotated token is sealed the same way; without the key it cannot be stored.
+    assert!(matches!(
+        store
+            .replace_refresh_token(id, &Secret::from(ROTATED), None)
+            .await,
+        Err(StoreError::Sealed(_))
+    ));
+    store
+        .replace_refresh_token(id, &Secret::from(ROTATED), Some(&grant))
+        .await
+        .expect("rotated");
+    assert!(!contains(&database_bytes(dir.path()), ROTATED));
+    let token = store.refresh_token(id, Some(&grant)).await.expect("token");
+    assert_eq!(token.expect("some").expose(), ROTATED.as_bytes());
+    // `import-token` cannot seal under passwords it does not have.
+    assert!(matches!(
+        store
+            .import_refresh_token("alice", &Secret::from(TOKEN))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn new_passwords_of_a_sealed_account_need_a_current_one() {
+    let (_dir, _, store) = fresh();
+    let id = store.add_account(sealed("alice")).await.expect("add").id;
+    let erp = Secret::from("erp-password-2");
+    for current in [None, Some(Secret::from("not-a-password"))] {
+        assert!(matches!(
+            store
+                .add_password("alice", "erp", &erp, current.as_ref())
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    store
+        .add_password("alice", "erp", &erp, Some(&Secret::from(PASSWORD)))
+        .await
+        .expect("added with a current password");
+    assert!(store.open_grant_key(id, &erp).await.expect("ok").is_some());
+    assert!(store
+        .verify_login("alice", &erp)
+        .await
+        .expect("ok")
+        .is_some());
+
+    // Revoking a password removes its slot; the other still opens the grant.
+    assert!(store.revoke_password("alice", "default").await.expect("ok"));
+    assert!(store
+        .open_grant_key(id, &Secret::from(PASSWORD))
+        .await
+        .expect("ok")
+        .is_none());
+    let changed = Secret::from("new-default-3");
+    store
+        .set_password("alice", &changed, Some(&erp))
+        .await
+        .expect("default set again");
+    assert!(store
+        .open_grant_key(id, &changed)
+        .await
+        .expect("ok")
+        .is_some());
+    // An account that is not sealed needs no current password and has no slots.
+    store.add_account(with_token("bob")).await.expect("add");
+    store
+        .add_password("bob", "erp", &erp, None)
+        .await
+        .expect("plain");
+}
+
+#[tokio::test]
+async fn resealing_keeps_every_password_or_resets_them_all() {
+    let (_dir, _, store) = fresh();
+    let id = store.add_account(sealed("alice")).await.expect("add").id;
+    let erp = Secret::from("erp-password-2");
+    store
+        .add_password("alice", "erp", &erp, Some(&Secret::from(PASSWORD)))
+        .await
+        .expect("erp");
+    store
+        .set_status(id, AccountStatus::NeedsReconsent, Some("x"))
+        .await
+        .expect("dead");
+    let fresh_token = Secret::from("0.AX-after-consent");
+    assert!(matches!(
+        store
+            .reseal_grant("alice", &fresh_token, &Secret::from("forgotten"), false)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let removed = store
+        .reseal_grant("alice", &fresh_token, &Secret::from(PASSWORD), false)
+        .await
+        .expect("resealed");
+    assert!(removed.is_empty());
+    assert_eq!(
+        store
+            .account("alice")
+            .await
+            .expect("ok")
+            .expect("some")
+            .status,
+        AccountStatus::Active
+    );
+    let grant = store
+        .open_grant_key(id, &erp)
+        .await
+        .expect("ok")
+        .expect("erp opens");
+    let token = store.refresh_token(id, Some(&grant)).await.expect("ok");
+    assert_eq!(token.expect("some").expose(), fresh_token.expose());
+
+    // Every password forgotten: a new grant key, and the password given is the only one.
+    let reset = Secret::from("brand-new-pass");
+    let removed = store
+        .reseal_grant("alice", &Secret::from(ROTATED), &reset, true)
+        .await
+        .expect("reset");
+    assert_eq!(removed, ["erp"]);
+    assert!(store.open_grant_key(id, &erp).await.expect("ok").is_none());
+    assert!(store
+        .verify_login("alice", &Secret::from(PASSWORD))
+        .await
+        .expect("ok")
+        .is_none());
+    let grant = store
+        .open_grant_key(id, &reset)
+        .await
+        .expect("ok")
+        .expect("opens");
+    let token = store.refresh_token(id, Some(&grant)).await.expect("ok");
+    assert_eq!(token.expect("some").expose(), ROTATED.as_bytes());
+    let names: Vec<_> = store
+        .passwords("alice")
+        .await
+        .expect("ok")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["default"]);
+}
+
+#[tokio::test]
+async fn claims_of_a_failure_are_kept_within_a_bound() {
+    let (_dir, _, store) = fresh();
+    let alice = store.add_account(with_token("alice")).await.expect("add");
+    let claims = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+    let mut failure = crate::GrantFailure {
+        at: unix_now() + 5,
+        class: "interaction".into(),
+        codes: vec![53003],
+        reason: "AADSTS53003: blocked".into(),
+        claims: Some(claims.into()),
+    };
+    store
+        .record_grant_failure(alice.id, &failure)
+        .await
+        .expect("recorded");
+    let shown = store.account("alice").await.expect("ok").expect("some");
+    assert_eq!(shown.pending_claims(), Some(claims));
+    failure.claims = Some("x".repeat(crate::MAX_CLAIMS + 1));
+    store
+        .record_grant_failure(alice.id, &failure)
+        .await
+        .expect("recorded");
+    let shown = store.account("alice").await.expect("ok").expect("some");
+    assert_eq!(
+        shown.pending_claims(),
+        None,
+        "too long to be useful: not kept"
+    );
 }
