@@ -483,6 +483,7 @@ mod tests {
             refresh_token_updated_at: None,
             identities: BTreeMap::new(),
             health: GrantHealth::default(),
+            sealing: Sealing::MasterKey,
         };
         assert!(!account.last_login_is_current(), "never logged in");
         account.last_login_at = Some(now - 5);
