@@ -1,5 +1,7 @@
 //! The upstream IMAP login: greeting, CAPABILITY, AUTHENTICATE XOAUTH2, post-auth CAPABILITY.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,25 +58,34 @@ impl ImapBackEnd {
         }
     }
 
-    /// A greeted connection: from the pool if one is ready (refilling it), else a new one.
+    /// A greeted connection: from the pool if one is ready, else a new one.
     async fn greeted(&self, endpoint: &UpstreamEndpoint) -> Result<(Greeted, bool), UpstreamError> {
-        let Some(pool) = &self.pool else {
-            return Ok((greet(endpoint.clone()).await?, false));
-        };
-        let endpoint = Arc::new(endpoint.clone());
-        let opener = {
-            let endpoint = endpoint.clone();
-            move || greet((*endpoint).clone())
-        };
-        self.pool_kept
-            .get_or_init(|| pool.keep_fresh(opener.clone()));
-        let taken = pool.take();
-        pool.refill(opener);
-        match taken {
-            Some(conn) => Ok((conn, true)),
-            None => Ok((greet((*endpoint).clone()).await?, false)),
+        if let Some(pool) = &self.pool {
+            self.pool_kept
+                .get_or_init(|| pool.keep_fresh(opener(endpoint)));
+            if let Some(conn) = pool.take() {
+                return Ok((conn, true));
+            }
+        }
+        Ok((greet(endpoint.clone()).await?, false))
+    }
+
+    /// Tops the pool up again once a login is done with the upstream: a connection opened
+    /// while the login's own round trip is in flight would compete with it for the CPU.
+    fn refill(&self, endpoint: &UpstreamEndpoint) {
+        if let Some(pool) = &self.pool {
+            pool.refill(opener(endpoint));
         }
     }
+}
+
+/// A greeted connection being opened.
+type Greeting = Pin<Box<dyn Future<Output = Result<Greeted, UpstreamError>> + Send>>;
+
+/// Opens greeted connections to `endpoint`, for the pool.
+fn opener(endpoint: &UpstreamEndpoint) -> impl Fn() -> Greeting + Send + Sync + 'static {
+    let endpoint = Arc::new(endpoint.clone());
+    move || Box::pin(greet((*endpoint).clone()))
 }
 
 async fn greet(endpoint: UpstreamEndpoint) -> Result<Greeted, UpstreamError> {
@@ -90,7 +101,7 @@ impl BackEnd for ImapBackEnd {
         mailbox: &str,
         token: &Secret,
     ) -> Result<UpstreamSession, UpstreamError> {
-        tokio::time::timeout(endpoint.login_timeout, async {
+        let login = tokio::time::timeout(endpoint.login_timeout, async {
             let (conn, pooled) = self.greeted(endpoint).await?;
             match self.authenticate(conn, mailbox, token).await {
                 // The upstream may have dropped a pooled connection meanwhile: retry fresh.
@@ -102,8 +113,9 @@ impl BackEnd for ImapBackEnd {
                 result => result,
             }
         })
-        .await
-        .map_err(|_| UpstreamError::Timeout("IMAP login"))?
+        .await;
+        self.refill(endpoint);
+        login.map_err(|_| UpstreamError::Timeout("IMAP login"))?
     }
 }
 

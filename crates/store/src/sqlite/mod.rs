@@ -139,6 +139,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs a short indexed read (cached statements, a few rows) right here when the
+    /// connection is free, and on the blocking pool when another operation holds it. The
+    /// login's account read is the only caller: handing it to another thread and back cost
+    /// more than the read itself, on every login.
+    async fn read_now_or_later<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Ok(conn) = self.inner.conn.try_lock() {
+            return read(&conn);
+        }
+        self.with_db(move |conn, _| read(conn)).await
+    }
+
     /// Records in the background that a named password was used, unless it was recorded
     /// within the last minute: the login does not wait for the write.
     fn note_password_use(&self, account_id: i64, row: &queries::PasswordRow) {
@@ -251,7 +265,7 @@ impl CredentialStore for SqliteStore {
         let tag = self.inner.logins.tag(user, password);
         let name = user.to_owned();
         let found = self
-            .with_db(move |conn, _| queries::login_by_name(conn, &name))
+            .read_now_or_later(move |conn| queries::login_by_name(conn, &name))
             .await?;
         let Some((account, rows)) = found else {
             self.inner.argon2.verify(password, None).await?;
