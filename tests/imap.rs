@@ -424,3 +424,35 @@ async fn greeting_arrives_with_the_tls_handshake() {
         String::from_utf8_lossy(&greeting)
     );
 }
+
+/// With `pool_size`, connections to Exchange are opened and greeted ahead of need: a login is
+/// served by one opened before it began, so it costs only the XOAUTH2 round trip.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_upstream_connection_opened_earlier_serves_the_login() {
+    let mut h = Harness::start().await;
+    h.add_delegated_account("alex", PASSWORD, MAILBOX).await;
+    let config = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        config.replacen("[upstream.imap]\n", "[upstream.imap]\npool_size = 2\n", 1),
+    )
+    .unwrap();
+    h.serve().await;
+    let user = format!("alex:{PASSWORD}");
+    let url = format!("imaps://127.0.0.1:{}/", h.imaps_port);
+    let list = h.curl(&["-u", &user, &url]).await;
+    assert!(list.status.success(), "{}", support::stderr(&list));
+    // The first login started the pool; give it a moment to fill.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let began = std::time::Instant::now();
+    let list = h.curl(&["-u", &user, &url]).await;
+    assert!(list.status.success(), "{}", support::stderr(&list));
+    let logins = h.fake.directory().xoauth_logins();
+    let last = logins.iter().rev().find(|l| l.protocol == "imap").unwrap();
+    assert!(last.ok);
+    assert!(
+        last.connected_at < began,
+        "the login was served by a connection opened during it"
+    );
+}

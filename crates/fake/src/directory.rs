@@ -49,6 +49,9 @@ pub struct XoauthLogin {
     pub user: String,
     /// Whether the service answered success (also for "authenticated but not connected").
     pub ok: bool,
+    /// When the connection that carried it was accepted: a pooled connection was opened
+    /// before the login it serves began.
+    pub connected_at: std::time::Instant,
 }
 
 /// Per-mailbox switches that are not about the messages.

@@ -131,6 +131,7 @@ pub fn authenticate(
     directory: &Directory,
     protocol: Protocol,
     b64: &[u8],
+    connected_at: std::time::Instant,
 ) -> Result<Authorized, Refusal> {
     let blob = decode(b64);
     let result = blob
@@ -141,6 +142,7 @@ pub fn authenticate(
         protocol: protocol.as_str(),
         user: blob.map(|b| b.user).unwrap_or_default(),
         ok: result.is_ok(),
+        connected_at,
     });
     if let Err(why) = &result {
         tracing::debug!(%protocol, %why, "fake refused XOAUTH2");
@@ -150,7 +152,7 @@ pub fn authenticate(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::directory::IssuedToken;
@@ -206,18 +208,18 @@ mod tests {
             "EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA",
             delegated("TEST@contoso.onmicrosoft.com", &["IMAP.AccessAsUser.All"]),
         );
-        let ok = authenticate(&d, Protocol::Imap, VECTOR.as_bytes()).unwrap();
+        let ok = authenticate(&d, Protocol::Imap, VECTOR.as_bytes(), Instant::now()).unwrap();
         assert_eq!(ok.mailbox, "test@contoso.onmicrosoft.com");
         let other = blob(
             "shared@contoso.onmicrosoft.com",
             "EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA",
         );
         assert_eq!(
-            authenticate(&d, Protocol::Imap, other.as_bytes()),
+            authenticate(&d, Protocol::Imap, other.as_bytes(), Instant::now()),
             Err(Refusal::WrongUser)
         );
         assert_eq!(
-            authenticate(&d, Protocol::Pop3, VECTOR.as_bytes()),
+            authenticate(&d, Protocol::Pop3, VECTOR.as_bytes(), Instant::now()),
             Err(Refusal::MissingScope)
         );
         let logins = d.xoauth_logins();
@@ -237,7 +239,9 @@ mod tests {
         t.audience = "https://outlook.office.com".into();
         t.subject = "ghost@contoso.onmicrosoft.com".into();
         d.record_token("ghost", t);
-        let auth = |u: &str, tok: &str| authenticate(&d, Protocol::Imap, blob(u, tok).as_bytes());
+        let auth = |u: &str, tok: &str| {
+            authenticate(&d, Protocol::Imap, blob(u, tok).as_bytes(), Instant::now())
+        };
         assert_eq!(auth(user, "nope"), Err(Refusal::UnknownToken));
         assert_eq!(auth(user, "graph"), Err(Refusal::WrongAudience));
         assert_eq!(
@@ -269,13 +273,13 @@ mod tests {
         );
         let shared = blob("shared@contoso.onmicrosoft.com", "app");
         assert_eq!(
-            authenticate(&d, Protocol::Imap, shared.as_bytes()),
+            authenticate(&d, Protocol::Imap, shared.as_bytes(), Instant::now()),
             Err(Refusal::NoAppAccess)
         );
         d.grant_app_access("client", "shared@contoso.onmicrosoft.com");
-        assert!(authenticate(&d, Protocol::Imap, shared.as_bytes()).is_ok());
+        assert!(authenticate(&d, Protocol::Imap, shared.as_bytes(), Instant::now()).is_ok());
         assert_eq!(
-            authenticate(&d, Protocol::Smtp, shared.as_bytes()),
+            authenticate(&d, Protocol::Smtp, shared.as_bytes(), Instant::now()),
             Err(Refusal::MissingScope)
         );
     }

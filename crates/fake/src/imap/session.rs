@@ -70,6 +70,7 @@ pub(crate) struct Session<S> {
     conn: Conn<S>,
     directory: Directory,
     phase: Phase,
+    connected_at: std::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -78,6 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             conn: Conn::new(stream),
             directory,
             phase: Phase::NotAuthenticated,
+            connected_at: std::time::Instant::now(),
         }
     }
 
@@ -284,7 +286,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.conn.send(failed.as_bytes()).await?;
             return Ok(Flow::Continue);
         }
-        let reply = match xoauth2::authenticate(&self.directory, Protocol::Imap, &response) {
+        let reply = match xoauth2::authenticate(
+            &self.directory,
+            Protocol::Imap,
+            &response,
+            self.connected_at,
+        ) {
             Ok(login) => {
                 self.phase = match self.directory.open_session(Protocol::Imap, &login.mailbox) {
                     Some(slot) => Phase::Authenticated {

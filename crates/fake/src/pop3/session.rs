@@ -42,6 +42,7 @@ pub(crate) struct Session<S> {
     directory: Directory,
     switches: Pop3Switches,
     phase: Phase,
+    connected_at: std::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -51,6 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             directory,
             switches,
             phase: Phase::Authorization,
+            connected_at: std::time::Instant::now(),
         }
     }
 
@@ -149,7 +151,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.conn.send(AUTH_FAILED.as_bytes()).await?;
             return Ok(Flow::Continue);
         }
-        let reply: &[u8] = match xoauth2::authenticate(&self.directory, Protocol::Pop3, &response) {
+        let reply: &[u8] = match xoauth2::authenticate(
+            &self.directory,
+            Protocol::Pop3,
+            &response,
+            self.connected_at,
+        ) {
             Ok(login) => match self.directory.open_session(Protocol::Pop3, &login.mailbox) {
                 Some(slot) => {
                     self.phase = Phase::Transaction {

@@ -43,6 +43,7 @@ pub(super) async fn run(
         greeted: false,
         login: None,
         transaction: None,
+        connected_at: std::time::Instant::now(),
     };
     match mode {
         TlsMode::Implicit => {
@@ -108,6 +109,7 @@ struct Session<'a> {
     greeted: bool,
     login: Option<Login>,
     transaction: Option<Transaction>,
+    connected_at: std::time::Instant,
 }
 
 impl Session<'_> {
@@ -250,7 +252,12 @@ impl Session<'_> {
         if switches.tenant_auth_disabled {
             return conn.reply(&names.auth_disabled("Tenant")).await;
         }
-        match xoauth2::authenticate(&self.service.directory, Protocol::Smtp, &blob) {
+        match xoauth2::authenticate(
+            &self.service.directory,
+            Protocol::Smtp,
+            &blob,
+            self.connected_at,
+        ) {
             Ok(authorized) => {
                 let slot = self.service.switches.take_slot(&authorized.mailbox);
                 self.login = Some(Login {
