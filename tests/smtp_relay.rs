@@ -239,3 +239,62 @@ async fn without_a_rule_mail_before_auth_needs_authentication() {
         "{metrics}"
     );
 }
+
+/// A password-sealed account can only be opened by one of its passwords, which a relay does
+/// not bring: a rule naming one is reported when oxbridge starts, and its relays are refused
+/// without reaching Exchange.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_naming_a_password_sealed_account_is_reported_and_refused() {
+    let mut h = Harness::start().await;
+    h.add_smtp();
+    h.fake.directory().add_mailbox(MAILBOX);
+    h.fake.directory().add_mailbox(RECIPIENT);
+    let token = h
+        .fake
+        .entra()
+        .issue_refresh_token(support::CLIENT_ID, MAILBOX);
+    let token_file = h.root().join("scanner.rt");
+    std::fs::write(&token_file, &token).unwrap();
+    let out = h
+        .account(
+            &[
+                "add",
+                "scanner",
+                "--mailbox",
+                MAILBOX,
+                "--app",
+                "contoso",
+                "--refresh-token-file",
+                token_file.to_str().unwrap(),
+                "--password-sealed",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The rule comes after the account (`account add` refuses to seal one a rule names).
+    h.append_config(&format!(
+        "[[relay]]\nnetworks = [\"{ALLOWED_SOURCE}/32\"]\naccount = \"scanner\"\nsenders = [\"{MAILBOX}\"]\n"
+    ));
+    h.serve().await;
+    let reported = || {
+        h.logs()
+            .contains("a relay rule names a password-sealed account")
+    };
+    for _ in 0..50 {
+        if reported() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reported(), "no warning at start:\n{}", h.logs());
+
+    let v = send_without_login(&h, ALLOWED_SOURCE, MAILBOX, "plain", &message("x", MAILBOX)).await;
+    assert_eq!(v["sent"], false, "{v}");
+    assert!(inbox(&h).is_empty());
+    assert!(
+        h.fake.directory().xoauth_logins().is_empty(),
+        "nothing logged in upstream"
+    );
+}

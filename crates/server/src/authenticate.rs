@@ -134,6 +134,30 @@ impl Authenticator {
         self.conclude(result, audit)
     }
 
+    /// Warns about relay rules whose account cannot serve a relay: one that does not exist,
+    /// or a password-sealed one (a relay brings no password to open it). Run at start and
+    /// after each reload, so the operator hears then rather than from the first device whose
+    /// mail is refused; the rules still load, and such relays are refused when they come.
+    pub async fn check_relay_accounts(&self) {
+        let rules = self.relay.load_full();
+        for name in rules.accounts() {
+            match self.store.account(name).await {
+                Ok(Some(account)) if account.password_sealed() => tracing::warn!(
+                    account = %name,
+                    "a relay rule names a password-sealed account, which only a login can \
+                     open; relays for it will be refused"
+                ),
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!(
+                    account = %name,
+                    "a relay rule names an account that does not exist; relays for it will \
+                     be refused"
+                ),
+                Err(e) => tracing::debug!(error = %e, "could not check the relay rules' accounts"),
+            }
+        }
+    }
+
     /// Records the outcome in metrics and the audit log, and the login time in the store.
     fn conclude(&self, result: Resolved, audit: Audit<'_>) -> Result<UpstreamSession, Refusal> {
         let protocol = audit.protocol.as_str();

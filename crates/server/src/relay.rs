@@ -96,6 +96,18 @@ impl RelayRules {
         }
     }
 
+    /// The accounts the rules submit as, each once.
+    pub fn accounts(&self) -> impl Iterator<Item = &str> {
+        let mut seen: Vec<&str> = Vec::new();
+        self.rules.iter().filter_map(move |rule| {
+            let name = rule.account.as_str();
+            (!seen.contains(&name)).then(|| {
+                seen.push(name);
+                name
+            })
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

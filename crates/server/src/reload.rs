@@ -289,6 +289,9 @@ async fn prepare_and_apply(
     shared.set_tls(tls);
     shared.set_settings(SessionSettings::from_limits(&new.limits));
     shared.authenticator.relay.store(Arc::new(relay));
+    // In the background: a slow or unreachable shared store must not hold up the reload.
+    let authenticator = shared.authenticator.clone();
+    tokio::spawn(async move { authenticator.check_relay_accounts().await });
     let keep: Vec<SocketAddr> = new.listeners.iter().map(|l| l.listen).collect();
     let removed: Vec<SocketAddr> = listeners
         .running

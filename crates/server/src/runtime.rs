@@ -425,6 +425,8 @@ impl Server {
                 .then(|| crate::admin::StoreProbe(self.shared.authenticator.store.clone())),
         });
 
+        let authenticator = self.shared.authenticator.clone();
+        tokio::spawn(async move { authenticator.check_relay_accounts().await });
         let mut listeners = Listeners::start(&self.config, &self.shared)?;
         // The admin endpoints outlive the listeners, so `/readyz` answers "not ready"
         // throughout the drain.
