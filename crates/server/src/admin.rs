@@ -1,12 +1,14 @@
 //! The admin HTTP listener, apart from the data plane: `/metrics`, `/healthz`, `/readyz`,
 //! and `POST /reload`. Keep it on a private address: it needs no credentials, since all it
-//! offers is read-only state and re-reading the operator's own configuration file.
+//! offers is read-only state and re-reading the operator's own configuration file. The
+//! reload is accepted from this machine only (loopback): the admin port is often open to a
+//! whole cluster for probes and scraping, and a rejected reload's answer names files.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -44,15 +46,21 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(state)
 }
 
 async fn metrics(
@@ -92,8 +100,19 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
 }
 
 /// Reloads like SIGHUP does. 200 with what changed, or 422 with every problem (one per
-/// line) when the new configuration was rejected and the running one kept.
-async fn reload(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
+/// line) when the new configuration was rejected and the running one kept; 403 to a
+/// client that is not on this machine.
+async fn reload(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<Arc<AdminState>>,
+) -> (StatusCode, String) {
+    if !peer.ip().to_canonical().is_loopback() {
+        tracing::warn!(%peer, "POST /reload refused: not from this machine");
+        return (
+            StatusCode::FORBIDDEN,
+            "reload is accepted from this machine only (loopback); or send SIGHUP\n".to_string(),
+        );
+    }
     let Some(handle) = &state.reload else {
         return (
             StatusCode::NOT_FOUND,
@@ -115,4 +134,39 @@ async fn reload(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
 /// Binds the admin address.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn post_reload_from(peer: [u8; 4]) -> StatusCode {
+        let state = Arc::new(AdminState {
+            metrics: Metrics::new(),
+            ready: true.into(),
+            reload: None,
+            store: None,
+        });
+        let app = router(state).layer(MockConnectInfo(SocketAddr::from((peer, 40000))));
+        let request = Request::post("/reload").body(Body::empty()).unwrap();
+        app.oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn reload_is_refused_to_other_machines() {
+        assert_eq!(
+            post_reload_from([192, 0, 2, 7]).await,
+            StatusCode::FORBIDDEN
+        );
+        // From loopback it gets as far as the reload (none here to run).
+        assert_eq!(
+            post_reload_from([127, 0, 0, 1]).await,
+            StatusCode::NOT_FOUND
+        );
+    }
 }
