@@ -899,6 +899,15 @@ refresh_spacing_millis = 100
         "{}",
         stdout(&human)
     );
+    let list = stdout(&h.account(&["list"], "").await);
+    let row = |user: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{user} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("alex").contains("(sealed)"), "{list}");
+    assert!(!row("bea").contains("(sealed)"), "{list}");
     let saved = shown["refresh_token_updated_at"].as_i64().unwrap();
     for secret in h.fake.entra().issued_secrets() {
         assert!(!contains(&h.data_dir_bytes(), secret.as_bytes()));

@@ -427,17 +427,22 @@ fn health_word(a: &Account) -> &'static str {
 
 fn print_table(accounts: &[Account]) {
     println!(
-        "{:<16} {:<30} {:<10} {:<18} {:<14} {:<12} {:<10}",
+        "{:<16} {:<30} {:<10} {:<22} {:<14} {:<12} {:<10}",
         "USER", "MAILBOX", "APP", "GRANT", "HEALTH", "REFRESHED", "RT AGE"
     );
     let now = when::now();
     for a in accounts {
+        let grant = if a.password_sealed() {
+            format!("{} (sealed)", a.grant.as_str())
+        } else {
+            a.grant.as_str().to_string()
+        };
         println!(
-            "{:<16} {:<30} {:<10} {:<18} {:<14} {:<12} {:<10}",
+            "{:<16} {:<30} {:<10} {:<22} {:<14} {:<12} {:<10}",
             a.name,
             a.mailbox,
             a.app,
-            a.grant.as_str(),
+            grant,
             health_word(a),
             a.health
                 .last_refresh_at
