@@ -819,33 +819,6 @@ ca_file = "{root}/ca.pem"
     assert!(h.show_account("pat").await["refresh_token_updated_at"].is_null());
 }
 
-/// Adds a password-sealed delegated account (imported refresh token) for `mailbox`.
-async fn add_sealed_account(h: &Harness, user: &str, mailbox: &str) {
-    h.fake.directory().add_mailbox(mailbox);
-    let token = h.fake.entra().issue_refresh_token(CLIENT_ID, mailbox);
-    let file = h.root().join(format!("{user}.rt"));
-    std::fs::write(&file, &token).unwrap();
-    let out = h
-        .account(
-            &[
-                "add",
-                user,
-                "--mailbox",
-                mailbox,
-                "--app",
-                "contoso",
-                "--refresh-token-file",
-                file.to_str().unwrap(),
-                "--password-sealed",
-                "--password-stdin",
-            ],
-            PASSWORD,
-        )
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::remove_file(&file).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn password_sealed_account_is_refreshed_only_at_login_with_one_of_its_passwords() {
     const PHONE: &str = "phone app password 2";
@@ -881,7 +854,7 @@ refresh_spacing_millis = 100
         "{}",
         stderr(&refused)
     );
-    add_sealed_account(&h, "alex", MAILBOX).await;
+    h.add_sealed_account("alex", PASSWORD, MAILBOX).await;
     // A plain delegated account shows that the background refresh does run.
     h.add_delegated_account("bea", PASSWORD, "bea@contoso.onmicrosoft.com")
         .await;
@@ -1279,7 +1252,7 @@ async fn consent_of_a_sealed_account_keeps_its_passwords_or_resets_them() {
     const ERP: &str = "erp password 2";
     const NEW: &str = "the only password now";
     let mut h = Harness::start().await;
-    add_sealed_account(&h, "alex", MAILBOX).await;
+    h.add_sealed_account("alex", PASSWORD, MAILBOX).await;
     let current = h.root().join("current-password");
     std::fs::write(&current, PASSWORD).unwrap();
     let added = h

@@ -188,28 +188,42 @@ shutdown_grace_secs = 2
         mailbox: &str,
         protocols: &str,
     ) -> String {
+        self.add_refresh_token_account(user, password, mailbox, &["--protocols", protocols])
+            .await
+    }
+
+    /// Adds a password-sealed delegated account (see docs/onboarding.md); returns its
+    /// refresh token.
+    pub async fn add_sealed_account(&self, user: &str, password: &str, mailbox: &str) -> String {
+        self.add_refresh_token_account(user, password, mailbox, &["--password-sealed"])
+            .await
+    }
+
+    /// `account add` with an imported refresh token for `mailbox` (created in the fake).
+    async fn add_refresh_token_account(
+        &self,
+        user: &str,
+        password: &str,
+        mailbox: &str,
+        options: &[&str],
+    ) -> String {
         self.fake.directory().add_mailbox(mailbox);
         let token = self.fake.entra().issue_refresh_token(CLIENT_ID, mailbox);
         let token_file = self.dir.path().join(format!("{user}.rt"));
         std::fs::write(&token_file, &token).unwrap();
-        let out = self
-            .account(
-                &[
-                    "add",
-                    user,
-                    "--mailbox",
-                    mailbox,
-                    "--app",
-                    "contoso",
-                    "--protocols",
-                    protocols,
-                    "--refresh-token-file",
-                    token_file.to_str().unwrap(),
-                    "--password-stdin",
-                ],
-                &format!("{password}\n"),
-            )
-            .await;
+        let mut args = vec![
+            "add",
+            user,
+            "--mailbox",
+            mailbox,
+            "--app",
+            "contoso",
+            "--refresh-token-file",
+            token_file.to_str().unwrap(),
+            "--password-stdin",
+        ];
+        args.extend_from_slice(options);
+        let out = self.account(&args, &format!("{password}\n")).await;
         assert!(
             out.status.success(),
             "account add failed: {}",

@@ -439,14 +439,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn allows_checks_the_protocol_list() {
-        let account = Account {
+    /// An active account allowed IMAP only, for the tests to adjust.
+    fn account() -> Account {
+        Account {
             id: 1,
             name: "a".into(),
             mailbox: "a@b".into(),
             app: "x".into(),
-            grant: GrantKind::ClientCredentials,
+            grant: GrantKind::RefreshToken,
             protocols: vec![Protocol::Imap],
             status: AccountStatus::Active,
             status_reason: None,
@@ -457,7 +457,12 @@ mod tests {
             identities: BTreeMap::new(),
             health: GrantHealth::default(),
             sealing: Sealing::MasterKey,
-        };
+        }
+    }
+
+    #[test]
+    fn allows_checks_the_protocol_list() {
+        let account = account();
         assert!(account.allows(Protocol::Imap));
         assert!(!account.allows(Protocol::Smtp));
     }
@@ -468,23 +473,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let mut account = Account {
-            id: 1,
-            name: "a".into(),
-            mailbox: "a@b".into(),
-            app: "x".into(),
-            grant: GrantKind::RefreshToken,
-            protocols: vec![Protocol::Imap],
-            status: AccountStatus::Active,
-            status_reason: None,
-            created_at: 0,
-            updated_at: 0,
-            last_login_at: None,
-            refresh_token_updated_at: None,
-            identities: BTreeMap::new(),
-            health: GrantHealth::default(),
-            sealing: Sealing::MasterKey,
-        };
+        let mut account = account();
         assert!(!account.last_login_is_current(), "never logged in");
         account.last_login_at = Some(now - 5);
         assert!(account.last_login_is_current());
@@ -494,25 +483,12 @@ mod tests {
 
     #[test]
     fn mailbox_for_uses_the_protocol_override() {
-        let mut identities = BTreeMap::new();
-        identities.insert(Protocol::Smtp, "delegate@b".to_string());
-        let account = Account {
-            id: 1,
-            name: "a".into(),
-            mailbox: "shared@b".into(),
-            app: "x".into(),
-            grant: GrantKind::RefreshToken,
-            protocols: Protocol::ALL.to_vec(),
-            status: AccountStatus::Active,
-            status_reason: None,
-            created_at: 0,
-            updated_at: 0,
-            last_login_at: None,
-            refresh_token_updated_at: None,
-            identities,
-            health: GrantHealth::default(),
-            sealing: Sealing::MasterKey,
-        };
+        let mut account = account();
+        account.mailbox = "shared@b".into();
+        account.protocols = Protocol::ALL.to_vec();
+        account
+            .identities
+            .insert(Protocol::Smtp, "delegate@b".to_string());
         assert_eq!(account.mailbox_for(Protocol::Imap), "shared@b");
         assert_eq!(account.mailbox_for(Protocol::Pop3), "shared@b");
         assert_eq!(account.mailbox_for(Protocol::Smtp), "delegate@b");
