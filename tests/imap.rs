@@ -456,3 +456,22 @@ async fn a_pooled_upstream_connection_opened_earlier_serves_the_login() {
         "the login was served by a connection opened during it"
     );
 }
+
+/// oxbridge resumes its TLS sessions with Exchange: after the first login, the upstream
+/// handshake uses a session ticket instead of a full exchange and certificate check.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_sessions_are_resumed() {
+    let h = world().await;
+    let user = format!("alex:{PASSWORD}");
+    let url = format!("imaps://127.0.0.1:{}/", h.imaps_port);
+    for _ in 0..3 {
+        let list = h.curl(&["-u", &user, &url]).await;
+        assert!(list.status.success(), "{}", support::stderr(&list));
+    }
+    let (full, resumed) = h.fake.directory().imap_handshakes();
+    assert!(full >= 1, "the first is a full handshake");
+    assert!(
+        resumed >= 2,
+        "later ones resume: {full} full, {resumed} resumed"
+    );
+}

@@ -78,6 +78,8 @@ struct Inner {
     tokens: DashMap<String, IssuedToken>,
     logins: Mutex<Vec<XoauthLogin>>,
     sessions: DashMap<(Protocol, String), usize>,
+    /// IMAP TLS handshakes: full, and resumed from an earlier session's ticket.
+    imap_handshakes: [AtomicUsize; 2],
     connection_cap: AtomicUsize,
     /// Bumped on every change to any message store, so IDLE can wake up.
     changes: watch::Sender<u64>,
@@ -108,6 +110,7 @@ impl Directory {
                 tokens: DashMap::new(),
                 logins: Mutex::new(Vec::new()),
                 sessions: DashMap::new(),
+                imap_handshakes: [AtomicUsize::new(0), AtomicUsize::new(0)],
                 connection_cap: AtomicUsize::new(DEFAULT_CONNECTION_CAP),
                 changes: watch::Sender::new(0),
             }),
@@ -429,6 +432,20 @@ impl Directory {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(login);
+    }
+
+    /// Counts an IMAP TLS handshake, resumed (from a session ticket) or full.
+    pub fn record_imap_handshake(&self, resumed: bool) {
+        self.inner.imap_handshakes[usize::from(resumed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// IMAP TLS handshakes so far: `(full, resumed)`.
+    pub fn imap_handshakes(&self) -> (usize, usize) {
+        let [full, resumed] = &self.inner.imap_handshakes;
+        (
+            full.load(Ordering::Relaxed),
+            resumed.load(Ordering::Relaxed),
+        )
     }
 
     /// Every XOAUTH2 attempt seen so far, oldest first.

@@ -57,6 +57,8 @@ pub(crate) async fn serve(
 ) {
     let greeting: Arc<str> = greeting(&backend_fqdn).into();
     accept_tls(listener, tls, move |stream| {
+        let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        directory.record_imap_handshake(resumed);
         let session = session::Session::new(stream, directory.clone());
         let greeting = greeting.clone();
         async move {
