@@ -208,7 +208,7 @@ impl ImapBackEnd {
             capabilities = Some(capability(&mut stream, &mut buf, "A2").await?);
         }
         Ok(UpstreamSession {
-            stream,
+            stream: Box::new(stream),
             leftover: buf,
             capabilities,
         })

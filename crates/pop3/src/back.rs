@@ -69,7 +69,7 @@ impl BackEnd for Pop3BackEnd {
                 self.learn(capabilities);
             }
             Ok(UpstreamSession {
-                stream,
+                stream: Box::new(stream),
                 leftover: buf,
                 capabilities: None,
             })

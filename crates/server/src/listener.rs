@@ -206,7 +206,9 @@ async fn session(
                 ..SmtpSettings::default()
             };
             // What the upstream offers, for the EHLO reply; learned once, then cached.
-            let extensions = shared.smtp.extensions(&ctx.endpoint).await;
+            // Boxed: on a cache miss it is a whole upstream connection, and a task reserves
+            // room for its largest state for its whole life, whatever the protocol.
+            let extensions = Box::pin(shared.smtp.extensions(&ctx.endpoint)).await;
             let front = SmtpFrontEnd::new(settings, peer, extensions);
             drive(stream, front, &shared.smtp, ctx).await
         }

@@ -163,7 +163,7 @@ impl SmtpBackEnd {
             return Err(refusal(&reply));
         }
         Ok(UpstreamSession {
-            stream,
+            stream: Box::new(stream),
             leftover: buf,
             capabilities: None,
         })

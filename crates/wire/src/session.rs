@@ -98,7 +98,10 @@ pub trait FrontEnd: Send {
 /// An authenticated upstream connection.
 #[derive(Debug)]
 pub struct UpstreamSession {
-    pub stream: UpstreamStream,
+    /// Boxed: the TLS state is over a kilobyte, and a session task reserves room for every
+    /// value it holds across an await in any of its states (the login's result, then the
+    /// splice's), so inline it would be paid for more than once, for the whole session.
+    pub stream: Box<UpstreamStream>,
     /// Bytes read from the upstream after the login reply; they go to the client first.
     pub leftover: BytesMut,
     /// The upstream's post-auth capabilities, for protocols that report them on login.
