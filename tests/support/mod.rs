@@ -26,12 +26,22 @@ pub fn client_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/mailclient.py")
 }
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1 and never handed out before in this process, so two
+/// listeners of one test, or of tests running side by side, never get the same one. (Another
+/// process may still take it before oxbridge binds it: `serve` then moves the ports.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// One test's world: the fake, a data directory, a config file and (when running) oxbridge.
@@ -332,11 +342,11 @@ shutdown_grace_secs = 2
     }
 
     /// Gives every listener a new free port, in the fields and in the config file. New ports
-    /// differ from every old one and from each other, so replacing one in the file can never
-    /// rewrite another listener's line.
+    /// are never ones handed out before ([`free_port`]), so replacing one in the file can
+    /// never rewrite another listener's line.
     fn move_ports(&mut self) {
         let mut config = std::fs::read_to_string(&self.config).unwrap();
-        let ports = [
+        for port in [
             &mut self.imaps_port,
             &mut self.starttls_port,
             &mut self.admin_port,
@@ -344,12 +354,8 @@ shutdown_grace_secs = 2
             &mut self.pop3_port,
             &mut self.submission_port,
             &mut self.smtps_port,
-        ];
-        let mut taken: std::collections::HashSet<u16> = ports.iter().map(|p| **p).collect();
-        for port in ports {
-            let new = std::iter::repeat_with(free_port)
-                .find(|candidate| taken.insert(*candidate))
-                .unwrap();
+        ] {
+            let new = free_port();
             config = config.replace(
                 &format!("127.0.0.1:{port}\""),
                 &format!("127.0.0.1:{new}\""),
