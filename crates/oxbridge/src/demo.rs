@@ -47,8 +47,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => {
+            // Private like any data_dir (oxbridge warns about one others can read).
             temp = tempfile::Builder::new()
                 .prefix("oxbridge-demo-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir()?;
             temp.path().to_path_buf()
         }
